@@ -1,0 +1,166 @@
+//! A connection's bounded queue of bytes waiting for its socket.
+//!
+//! Broadcast copies each line into every recipient's outbox; the loop later
+//! writes each outbox with a single `write`, however many lines it holds, so
+//! the cost per delivery falls as load rises. The copy is deliberate: lines
+//! are short, a `memcpy` of them is cheaper than the reference counting and
+//! `writev` bookkeeping that sharing would need, and the bytes a client has
+//! queued are then exactly what `--max-outbound` limits (see BENCHMARKS.md).
+//!
+//! The queue never grows past its limit: a push that would is refused, and
+//! the server cuts that client off as too slow. When it empties it hands its
+//! memory back, so an idle connection holds no buffer at all.
+
+use std::io::{self, Write};
+
+/// Pending output for one connection.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` already taken by the kernel.
+    written: usize,
+}
+
+/// The push would take the queue past its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+/// What a flush achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued was written.
+    All,
+    /// The kernel took less than everything; wait for writability.
+    Partly,
+}
+
+impl Outbox {
+    /// An empty queue that owns no memory.
+    pub fn new() -> Self {
+        Outbox::default()
+    }
+
+    /// Queues `line` followed by `\n`, unless that would leave more than
+    /// `limit` bytes pending.
+    pub fn push_line(&mut self, line: &[u8], limit: usize) -> Result<(), Overflow> {
+        if self.pending() + line.len() + 1 > limit {
+            return Err(Overflow);
+        }
+        if self.written > 0 && self.written >= self.buf.len() / 2 {
+            self.buf.drain(..self.written);
+            self.written = 0;
+        }
+        self.buf.reserve(line.len() + 1);
+        self.buf.extend_from_slice(line);
+        self.buf.push(b'\n');
+        Ok(())
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.written
+    }
+
+    /// True when nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.pending() == 0
+    }
+
+    /// Heap bytes held (capacity), for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Writes as much as `sink` takes, in as few `write` calls as it allows.
+    /// `WouldBlock` is not an error here: it is [`Flushed::Partly`].
+    pub fn flush_to(&mut self, sink: &mut impl Write) -> io::Result<Flushed> {
+        while self.written < self.buf.len() {
+            match sink.write(&self.buf[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Partly),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf = Vec::new();
+        self.written = 0;
+        Ok(Flushed::All)
+    }
+
+    /// Drops everything queued (the connection is being cut off).
+    pub fn discard(&mut self) {
+        self.buf = Vec::new();
+        self.written = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that takes at most `room` bytes, then would block.
+    struct Trickle {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = data.len().min(self.room);
+            self.room -= n;
+            self.taken.extend_from_slice(&data[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_are_terminated_and_written_in_order() {
+        let mut out = Outbox::new();
+        out.push_line(b"a", 100).unwrap();
+        out.push_line(b"bc", 100).unwrap();
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            room: 100,
+        };
+        assert_eq!(out.flush_to(&mut sink).unwrap(), Flushed::All);
+        assert_eq!(sink.taken, b"a\nbc\n");
+        assert_eq!(out.heap_bytes(), 0, "an empty outbox owns no memory");
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut out = Outbox::new();
+        out.push_line(b"hello", 100).unwrap();
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            room: 3,
+        };
+        assert_eq!(out.flush_to(&mut sink).unwrap(), Flushed::Partly);
+        assert_eq!(out.pending(), 3);
+        out.push_line(b"x", 100).unwrap();
+        sink.room = 100;
+        assert_eq!(out.flush_to(&mut sink).unwrap(), Flushed::All);
+        assert_eq!(sink.taken, b"hello\nx\n");
+    }
+
+    #[test]
+    fn limit_counts_unwritten_bytes_only() {
+        let mut out = Outbox::new();
+        out.push_line(b"12345678", 10).unwrap();
+        assert_eq!(out.push_line(b"1", 10), Err(Overflow));
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            room: 5,
+        };
+        out.flush_to(&mut sink).unwrap();
+        assert_eq!(out.push_line(b"1234", 10), Ok(()));
+        assert_eq!(out.pending(), 9);
+    }
+}
