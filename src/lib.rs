@@ -15,8 +15,17 @@
 pub mod clean;
 pub mod command;
 pub mod config;
+pub mod conn;
+pub mod fdlimit;
 pub mod flood;
 pub mod framing;
 pub mod names;
 pub mod outbox;
+pub mod presence;
+pub mod room;
+pub mod server;
+pub mod session;
 pub mod timer_wheel;
+
+pub use config::Config;
+pub use server::{Server, ShutdownHandle};

@@ -1,1 +1,152 @@
-fn main() {}
+//! The `chatd` binary: flags become a [`Config`], logging starts, the
+//! server runs. Everything else lives in the library so tests can run the
+//! same server in-process.
+
+use chatd::config::{self, Config};
+use chatd::server::Server;
+use log::LevelFilter;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "\
+chatd: a chat room you join with `nc HOST PORT`
+
+Usage: chatd [--listen ADDR]... [--idle-timeout SECS] [--max-line BYTES]
+             [--max-clients N] [--max-outbound BYTES]
+             [--flood-rate LINES_PER_S] [--flood-burst LINES] [--log-level LEVEL]
+
+Options:
+  --listen ADDR             address to listen on, repeatable [default: 127.0.0.1:8000]
+  --idle-timeout SECS       disconnect users idle this long; 0 = never [default: 60]
+  --max-line BYTES          longest accepted line [default: 4096]
+  --max-clients N           refuse connections beyond N [default: open-file limit - 32]
+  --max-outbound BYTES      cut off clients with more output queued [default: 262144]
+  --flood-rate LINES_PER_S  lines per second per client; 0 = no limit [default: 20]
+  --flood-burst LINES       lines a client may send at once [default: 40]
+  --log-level LEVEL         error, warn, info, debug or trace [default: info, or RUST_LOG]
+  -h, --help                print this help
+  -V, --version             print the version
+";
+
+/// What the command line asked for.
+enum Action {
+    Run(Config, Option<LevelFilter>),
+    Help,
+    Version,
+}
+
+fn main() -> ExitCode {
+    let (config, level) = match parse_args() {
+        Ok(Action::Run(config, level)) => (config, level),
+        Ok(Action::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Action::Version) => {
+            println!("chatd {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("chatd: {error}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = init_logging(level) {
+        eprintln!("chatd: cannot start logging: {error}");
+        return ExitCode::FAILURE;
+    }
+    match Server::bind(config).and_then(Server::run) {
+        Ok(()) => {
+            log::info!("bye");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            log::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the command line (PROTOCOL.md's contract) into a [`Config`].
+fn parse_args() -> Result<Action, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut config = Config {
+        listen: Vec::new(),
+        handle_signals: true,
+        ..Config::default()
+    };
+    let mut level = None;
+    let mut flood = config::DEFAULT_FLOOD;
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("listen") => {
+                let text: String = parser.value()?.parse()?;
+                config.listen.push(resolve(&text)?);
+            }
+            Long("idle-timeout") => {
+                let secs: u64 = parser.value()?.parse()?;
+                config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+            }
+            Long("max-line") => config.max_line = positive(parser.value()?.parse()?, "--max-line")?,
+            Long("max-clients") => {
+                config.max_clients = Some(positive(parser.value()?.parse()?, "--max-clients")?)
+            }
+            Long("max-outbound") => {
+                config.max_outbound = positive(parser.value()?.parse()?, "--max-outbound")?
+            }
+            Long("flood-rate") => flood.rate = parser.value()?.parse()?,
+            Long("flood-burst") => {
+                flood.burst = positive(parser.value()?.parse()?, "--flood-burst")?
+            }
+            Long("log-level") => {
+                let text: String = parser.value()?.parse()?;
+                level = Some(text.parse::<LevelFilter>().map_err(|_| {
+                    lexopt::Error::from(format!(
+                        "invalid --log-level {text:?} (error, warn, info, debug, trace)"
+                    ))
+                })?);
+            }
+            Short('h') | Long("help") => return Ok(Action::Help),
+            Short('V') | Long("version") => return Ok(Action::Version),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    config.flood = flood;
+    if config.listen.is_empty() {
+        config.listen.push(resolve(config::DEFAULT_LISTEN)?);
+    }
+    Ok(Action::Run(config, level))
+}
+
+/// Accepts `HOST:PORT` as well as literal addresses (`localhost:8000`).
+fn resolve(text: &str) -> Result<SocketAddr, lexopt::Error> {
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("invalid --listen address {text:?}").into())
+}
+
+/// Rejects 0 where 0 makes no sense (a line, a queue or a room of 0).
+fn positive<T: PartialEq + Default>(value: T, flag: &str) -> Result<T, lexopt::Error> {
+    if value == T::default() {
+        return Err(format!("{flag} must be greater than 0").into());
+    }
+    Ok(value)
+}
+
+/// Logs to stderr with timestamps; the flag wins over `RUST_LOG`, which wins
+/// over `info`. mio's own trace lines are kept out below debug.
+fn init_logging(level: Option<LevelFilter>) -> Result<(), log::SetLoggerError> {
+    let mut logger = simple_logger::SimpleLogger::new()
+        .with_level(LevelFilter::Info)
+        .env();
+    if let Some(level) = level {
+        logger = logger.with_level(level);
+    }
+    logger
+        .with_module_level("mio", LevelFilter::Warn)
+        .with_utc_timestamps()
+        .init()
+}
