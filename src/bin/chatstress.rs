@@ -1,0 +1,2 @@
+//! Placeholder for the stress and soak driver (issue 3).
+fn main() {}

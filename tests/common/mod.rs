@@ -1,0 +1,207 @@
+//! What every integration test needs: a real server on a free loopback port
+//! and a line-oriented client with time-bounded reads.
+//!
+//! Reads wait for a line (never a fixed sleep) but give up after
+//! [`READ_TIMEOUT`], so a broken server fails a test instead of hanging it.
+
+#![allow(dead_code)]
+
+use chatd::{Config, Server, ShutdownHandle};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The longest any single expected line may take, generous for a busy 2-core CI.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server running in-process on its own thread; shut down on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    handle: ShutdownHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server with `config` (its listen address is forced to
+    /// 127.0.0.1:0).
+    pub fn start(mut config: Config) -> TestServer {
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let server = Server::bind(config).expect("server binds");
+        let addr = server.local_addrs()[0];
+        let handle = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        TestServer {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// A server with the default config on a free port.
+    pub fn default_config() -> TestServer {
+        TestServer::start(Config::ephemeral())
+    }
+
+    /// Connects a client and reads its `You are NAME` greeting.
+    pub fn join(&self) -> Client {
+        Client::join(self.addr)
+    }
+
+    /// Asks the server to shut down and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown_and_join();
+    }
+
+    fn shutdown_and_join(&mut self) {
+        self.handle.shutdown();
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("server thread").expect("server ran");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.thread.is_some() && !std::thread::panicking() {
+            self.shutdown_and_join();
+        }
+    }
+}
+
+/// One user on a real TCP connection.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    /// The name the server greeted this client with (its address).
+    pub name: String,
+}
+
+impl Client {
+    /// Connects without reading anything.
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let name = stream.local_addr().unwrap().to_string();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+            name,
+        }
+    }
+
+    /// Connects and checks the greeting `You are ADDR`.
+    pub fn join(addr: SocketAddr) -> Client {
+        let mut client = Client::connect(addr);
+        let greeting = format!("You are {}", client.name);
+        client.expect(&greeting);
+        client
+    }
+
+    /// Sends `line` and a newline.
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    /// Sends bytes exactly as given.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("send");
+    }
+
+    /// Reads one line (without `\n`); panics on EOF or after the timeout.
+    pub fn line(&mut self) -> String {
+        match self.try_line() {
+            Some(line) => line,
+            None => panic!("{}: connection closed while a line was expected", self.name),
+        }
+    }
+
+    /// Reads one line, or `None` at EOF; panics after the timeout.
+    pub fn try_line(&mut self) -> Option<String> {
+        let mut bytes = Vec::new();
+        match self.reader.read_until(b'\n', &mut bytes) {
+            Ok(0) => None,
+            Ok(_) => {
+                assert_eq!(bytes.pop(), Some(b'\n'), "line without newline: {bytes:?}");
+                Some(String::from_utf8(bytes).expect("server sends UTF-8"))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("{}: no line within {READ_TIMEOUT:?}: {e}", self.name),
+        }
+    }
+
+    /// Reads one line and checks it.
+    pub fn expect(&mut self, want: &str) {
+        let got = self.line();
+        assert_eq!(got, want, "{} got an unexpected line", self.name);
+    }
+
+    /// Reads lines until one equals `want`; returns the ones skipped.
+    pub fn skip_until(&mut self, want: &str) -> Vec<String> {
+        let mut skipped = Vec::new();
+        loop {
+            let line = self.line();
+            if line == want {
+                return skipped;
+            }
+            skipped.push(line);
+        }
+    }
+
+    /// Expects the server to close the connection with nothing more to say.
+    pub fn expect_eof(&mut self) {
+        if let Some(line) = self.try_line() {
+            panic!("{} expected EOF, got {line:?}", self.name);
+        }
+    }
+
+    /// Half-closes: the server sees EOF, we can still read.
+    pub fn shutdown_write(&mut self) {
+        self.writer.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+
+    /// Reads everything until EOF (bounded by the read timeout).
+    pub fn read_to_end(&mut self) -> String {
+        let mut rest = String::new();
+        let _ = self.reader.read_to_string(&mut rest);
+        rest
+    }
+
+    /// Sends `who` and returns the listed names (with ` (you)` kept).
+    pub fn who(&mut self) -> Vec<String> {
+        self.send("/who");
+        let header = self.skip_until_prefix_suffix("", " online:");
+        let count: usize = header.split(' ').next().unwrap().parse().unwrap();
+        (0..count)
+            .map(|_| self.line().trim_start().to_string())
+            .collect()
+    }
+
+    /// Reads lines until one starts with `prefix` and ends with `suffix`.
+    pub fn skip_until_prefix_suffix(&mut self, prefix: &str, suffix: &str) -> String {
+        loop {
+            let line = self.line();
+            if line.starts_with(prefix) && line.ends_with(suffix) {
+                return line;
+            }
+        }
+    }
+
+    /// The underlying stream, for socket-level tricks.
+    pub fn stream(&self) -> &TcpStream {
+        &self.writer
+    }
+}
+
+/// Polls `condition` until it holds or `limit` passes (for state that is not
+/// announced by a line, such as the server's CPU time).
+pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    condition()
+}
