@@ -141,6 +141,30 @@ impl Room {
         }
     }
 
+    /// Queues a multi-line reply (`who`) for one user. If nothing else is
+    /// queued for the user the reply goes in whole even past
+    /// `--max-outbound` (a 20,000-user list is larger than the default
+    /// limit), so the bound per user is the limit plus one such reply.
+    pub fn send_block(&mut self, key: usize, lines: &[String]) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.is_present() {
+            return;
+        }
+        let limit = if conn.outbox.is_empty() {
+            usize::MAX
+        } else {
+            self.max_outbound
+        };
+        for line in lines {
+            if !queue(conn, key, line, limit, &mut self.to_flush) {
+                self.leave(key, Leave::TooSlow);
+                return;
+            }
+        }
+    }
+
     /// Queues a user-caused `line` for every present user, after announcing
     /// any pending arrivals and departures so the line cannot overtake them.
     pub fn broadcast(&mut self, line: &str) {

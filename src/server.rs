@@ -377,11 +377,11 @@ impl Server {
                 return;
             }
             self.flood_wakeups.pop();
-            if let Some(conn) = self.room.get_mut(key) {
-                if conn.joined == joined {
-                    conn.throttled = false;
-                    self.service_input(key, now);
-                }
+            if let Some(conn) = self.room.get_mut(key)
+                && conn.joined == joined
+            {
+                conn.throttled = false;
+                self.service_input(key, now);
             }
         }
     }
@@ -476,13 +476,14 @@ impl Server {
         loop {
             let mut pending = false;
             for &key in &keys {
-                if let Some(conn) = self.room.get_mut(key) {
-                    if conn.is_present() && !conn.outbox.is_empty() {
-                        match conn.outbox.flush_to(&mut conn.socket) {
-                            Ok(Flushed::All) => {}
-                            Ok(Flushed::Partly) => pending = true,
-                            Err(_) => conn.outbox.discard(),
-                        }
+                if let Some(conn) = self.room.get_mut(key)
+                    && conn.is_present()
+                    && !conn.outbox.is_empty()
+                {
+                    match conn.outbox.flush_to(&mut conn.socket) {
+                        Ok(Flushed::All) => {}
+                        Ok(Flushed::Partly) => pending = true,
+                        Err(_) => conn.outbox.discard(),
                     }
                 }
             }

@@ -101,7 +101,5 @@ fn who(room: &mut Room, key: usize) {
             lines.push(format!("  {name}"));
         }
     }
-    for line in lines {
-        room.send(key, &line);
-    }
+    room.send_block(key, &lines);
 }
