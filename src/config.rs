@@ -28,6 +28,15 @@ pub const FD_RESERVE: u64 = 32;
 pub const TICK: Duration = Duration::from_millis(100);
 /// How long accepting pauses after the process ran out of descriptors.
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// The longest a flush may wait under load so several lines share one
+/// `write` (see [`Config::flush_window`]).
+pub const DEFAULT_FLUSH_WINDOW: Duration = Duration::from_millis(2);
+/// A flush touching at least this many outboxes counts as a large fan-out:
+/// only those are worth delaying, since their writes dominate the CPU.
+pub const LARGE_FANOUT: usize = 256;
+/// Coalescing starts once the previous tick saw this many large fan-outs,
+/// so an idle room never waits.
+pub const BUSY_FANOUTS_PER_TICK: u32 = 2;
 /// Listen backlog, large enough for a connect storm (mio's own bind uses 128).
 pub const LISTEN_BACKLOG: i32 = 4096;
 
@@ -51,6 +60,10 @@ pub struct Config {
     pub handle_signals: bool,
     /// Raise the soft RLIMIT_NOFILE to the hard limit at start.
     pub raise_fd_limit: bool,
+    /// Under load (large fan-outs several times a tick) outboxes are
+    /// flushed at most this late, so each `write` carries several lines and
+    /// the CPU per delivery falls; zero flushes every loop iteration.
+    pub flush_window: Duration,
 }
 
 impl Default for Config {
@@ -64,6 +77,7 @@ impl Default for Config {
             flood: DEFAULT_FLOOD,
             handle_signals: false,
             raise_fd_limit: true,
+            flush_window: DEFAULT_FLUSH_WINDOW,
         }
     }
 }

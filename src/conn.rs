@@ -101,6 +101,8 @@ pub struct Conn {
     pub throttled: bool,
     /// Already on the room's list of outboxes to flush this iteration.
     pub flush_queued: bool,
+    /// On the room's list of drained outboxes that still hold a buffer.
+    pub buffer_retained: bool,
     /// Set once the user has left: the connection only waits to be reaped.
     pub leaving: Option<Leave>,
 }
@@ -128,6 +130,7 @@ impl Conn {
             read_eof: false,
             throttled: false,
             flush_queued: false,
+            buffer_retained: false,
             leaving: None,
         }
     }

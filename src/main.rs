@@ -25,6 +25,7 @@ Options:
   --flood-rate LINES_PER_S  lines per second per client; 0 = no limit [default: 20]
   --flood-burst LINES       lines a client may send at once [default: 40]
   --log-level LEVEL         error, warn, info, debug or trace [default: info, or RUST_LOG]
+  --flush-window-us MICROS  under load, delay writes this long to batch lines; 0 = never [default: 2000]
   -h, --help                print this help
   -V, --version             print the version
 ";
@@ -99,6 +100,9 @@ fn parse_args() -> Result<Action, lexopt::Error> {
             Long("flood-rate") => flood.rate = parser.value()?.parse()?,
             Long("flood-burst") => {
                 flood.burst = positive(parser.value()?.parse()?, "--flood-burst")?
+            }
+            Long("flush-window-us") => {
+                config.flush_window = Duration::from_micros(parser.value()?.parse()?)
             }
             Long("log-level") => {
                 let text: String = parser.value()?.parse()?;

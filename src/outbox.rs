@@ -8,8 +8,10 @@
 //! queued are then exactly what `--max-outbound` limits (see BENCHMARKS.md).
 //!
 //! The queue never grows past its limit: a push that would is refused, and
-//! the server cuts that client off as too slow. When it empties it hands its
-//! memory back, so an idle connection holds no buffer at all.
+//! the server cuts that client off as too slow. A drained buffer is kept for
+//! reuse while lines keep coming (so a busy room allocates nothing per
+//! message) and handed back by [`Outbox::release_if_unused`] once a whole
+//! tick passed without a push, so an idle connection holds no buffer at all.
 
 use std::io::{self, Write};
 
@@ -19,6 +21,8 @@ pub struct Outbox {
     buf: Vec<u8>,
     /// Bytes at the front of `buf` already taken by the kernel.
     written: usize,
+    /// A line was pushed since the last [`release_if_unused`](Self::release_if_unused).
+    pushed_recently: bool,
 }
 
 /// The push would take the queue past its limit.
@@ -53,6 +57,7 @@ impl Outbox {
         self.buf.reserve(line.len() + 1);
         self.buf.extend_from_slice(line);
         self.buf.push(b'\n');
+        self.pushed_recently = true;
         Ok(())
     }
 
@@ -83,9 +88,25 @@ impl Outbox {
                 Err(e) => return Err(e),
             }
         }
-        self.buf = Vec::new();
+        self.buf.clear();
         self.written = 0;
         Ok(Flushed::All)
+    }
+
+    /// Frees the buffer if it is empty and nothing was pushed since the last
+    /// call; returns true once the outbox holds no memory. Called once per
+    /// tick for recently drained outboxes, so buffers live as long as a
+    /// connection is busy and no longer.
+    pub fn release_if_unused(&mut self) -> bool {
+        if !self.is_empty() {
+            return false;
+        }
+        if std::mem::take(&mut self.pushed_recently) {
+            return self.buf.capacity() == 0;
+        }
+        self.buf = Vec::new();
+        self.written = 0;
+        true
     }
 
     /// Drops everything queued (the connection is being cut off).
@@ -131,7 +152,30 @@ mod tests {
         };
         assert_eq!(out.flush_to(&mut sink).unwrap(), Flushed::All);
         assert_eq!(sink.taken, b"a\nbc\n");
-        assert_eq!(out.heap_bytes(), 0, "an empty outbox owns no memory");
+    }
+
+    #[test]
+    fn drained_buffer_is_kept_while_busy_and_released_when_unused() {
+        let mut out = Outbox::new();
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            room: usize::MAX,
+        };
+        out.push_line(b"a", 100).unwrap();
+        out.flush_to(&mut sink).unwrap();
+        assert!(out.heap_bytes() > 0, "kept for the next line");
+        assert!(!out.release_if_unused(), "pushed during this tick");
+        assert!(out.release_if_unused(), "a tick without pushes frees it");
+        assert_eq!(out.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn pending_output_is_never_released() {
+        let mut out = Outbox::new();
+        out.push_line(b"a", 100).unwrap();
+        assert!(!out.release_if_unused());
+        assert!(!out.release_if_unused());
+        assert_eq!(out.pending(), 2);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Room {
     to_flush: Vec<usize>,
     /// Users who left and wait to be reaped.
     to_reap: Vec<usize>,
+    /// Users whose outbox drained but still holds its buffer.
+    retained: Vec<usize>,
     /// Users whose outbox overflowed during the current fan-out.
     overflowed: Vec<usize>,
     /// Reused for presence flushes, so they do not allocate.
@@ -62,6 +64,7 @@ impl Room {
             next_seq: 0,
             to_flush: Vec::new(),
             to_reap: Vec::new(),
+            retained: Vec::new(),
             overflowed: Vec::new(),
             notices: Vec::new(),
             max_outbound,
@@ -244,6 +247,11 @@ impl Room {
         Rename::Done
     }
 
+    /// How many users have output queued since the last flush.
+    pub fn pending_flushes(&self) -> usize {
+        self.to_flush.len()
+    }
+
     /// Users with output queued since the last call (each listed once).
     pub fn take_flush_list(&mut self, into: &mut Vec<usize>) {
         into.append(&mut self.to_flush);
@@ -254,9 +262,38 @@ impl Room {
         into.append(&mut self.to_reap);
     }
 
+    /// Notes that `key`'s outbox was written out and still holds memory.
+    pub fn drained(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.buffer_retained
+            && conn.outbox.heap_bytes() > 0
+        {
+            conn.buffer_retained = true;
+            self.retained.push(key);
+        }
+    }
+
+    /// Once per tick: frees the output buffers nobody used for a tick, so
+    /// only busy connections hold one. Costs O(recently busy users).
+    pub fn release_unused_buffers(&mut self) {
+        let conns = &mut self.conns;
+        self.retained.retain(|&key| {
+            let Some(conn) = conns.get_mut(key) else {
+                return false;
+            };
+            let released = conn.outbox.release_if_unused();
+            if released {
+                conn.buffer_retained = false;
+            }
+            !released
+        });
+    }
+
     /// Removes a connection for good (after it left), returning it so the
     /// server can deregister and close its socket.
     pub fn remove(&mut self, key: usize) -> Option<Conn> {
+        // A stale key left in `retained` is harmless: the next tick finds
+        // the slot empty, or a newer connection whose buffer it may free.
         let conn = self.conns.try_remove(key)?;
         let folded = names::fold(&conn.name);
         if self.by_name.get(&folded) == Some(&key) {

@@ -23,7 +23,9 @@
 
 use crate::clean::clean_line;
 use crate::command;
-use crate::config::{ACCEPT_PAUSE, Config, FD_RESERVE, LISTEN_BACKLOG, TICK};
+use crate::config::{
+    ACCEPT_PAUSE, BUSY_FANOUTS_PER_TICK, Config, FD_RESERVE, LARGE_FANOUT, LISTEN_BACKLOG, TICK,
+};
 use crate::conn::{Conn, Leave, ReadResult};
 use crate::fdlimit;
 use crate::framing::Frame;
@@ -100,6 +102,12 @@ pub struct Server {
     /// True from the first EMFILE of an episode until an accept succeeds,
     /// so the warning is logged once per episode.
     out_of_fds: bool,
+    /// When the pending outboxes must be written, if a flush is being held
+    /// back to coalesce lines.
+    flush_due: Option<Instant>,
+    /// Large fan-outs flushed during the current and the previous tick.
+    fanouts_this_tick: u32,
+    fanouts_last_tick: u32,
     signals: Option<Signals>,
     shutdown_requested: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -161,6 +169,9 @@ impl Server {
             tick: 0,
             accept_paused_until: None,
             out_of_fds: false,
+            flush_due: None,
+            fanouts_this_tick: 0,
+            fanouts_last_tick: 0,
             signals,
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
@@ -222,9 +233,14 @@ impl Server {
             }
             self.wake_throttled(now);
             self.run_ticks(now);
-            self.room.take_flush_list(&mut keys);
-            for key in keys.drain(..) {
-                self.flush(key);
+            if self.flush_is_due(now) {
+                self.room.take_flush_list(&mut keys);
+                if keys.len() >= LARGE_FANOUT {
+                    self.fanouts_this_tick += 1;
+                }
+                for key in keys.drain(..) {
+                    self.flush(key);
+                }
             }
             self.reap(&mut keys);
             if stop {
@@ -244,7 +260,38 @@ impl Server {
         if let Some(until) = self.accept_paused_until {
             wake = wake.min(until);
         }
+        if let Some(due) = self.flush_due {
+            wake = wake.min(due);
+        }
         wake.saturating_duration_since(now)
+    }
+
+    /// Whether to write the pending outboxes now. Normally yes, every
+    /// iteration; but while the room is busy with large fan-outs, the first
+    /// pending line may wait up to `flush_window` so that the lines arriving
+    /// meanwhile leave in the same `write` (each loopback `write` costs a few
+    /// microseconds of this thread's CPU however little it carries).
+    fn flush_is_due(&mut self, now: Instant) -> bool {
+        let pending = self.room.pending_flushes();
+        if pending == 0 {
+            return false;
+        }
+        let busy = self.fanouts_last_tick >= BUSY_FANOUTS_PER_TICK;
+        if self.config.flush_window.is_zero() || pending < LARGE_FANOUT || !busy {
+            self.flush_due = None;
+            return true;
+        }
+        match self.flush_due {
+            None => {
+                self.flush_due = Some(now + self.config.flush_window);
+                false
+            }
+            Some(due) if now >= due => {
+                self.flush_due = None;
+                true
+            }
+            Some(_) => false,
+        }
     }
 
     /// Accepts until `WouldBlock`, or until descriptors run out.
@@ -393,8 +440,10 @@ impl Server {
             return;
         }
         self.tick = current;
+        self.fanouts_last_tick = std::mem::take(&mut self.fanouts_this_tick);
         self.check_idle(now);
         self.room.flush_presence();
+        self.room.release_unused_buffers();
         if self.accept_paused_until.is_some_and(|until| now >= until) {
             self.accept_paused_until = None;
             for index in 0..self.listeners.len() {
@@ -441,8 +490,10 @@ impl Server {
         if conn.outbox.is_empty() {
             return;
         }
-        if let Err(error) = conn.outbox.flush_to(&mut conn.socket) {
-            self.room.leave(key, Leave::Failed(error.to_string()));
+        match conn.outbox.flush_to(&mut conn.socket) {
+            Ok(Flushed::All) => self.room.drained(key),
+            Ok(Flushed::Partly) => {}
+            Err(error) => self.room.leave(key, Leave::Failed(error.to_string())),
         }
     }
 
