@@ -2,7 +2,8 @@
 //!
 //! A connection's cost is what this struct holds plus two lazily allocated
 //! buffers (the framer's partial line and the outbox), both empty and
-//! unallocated while the user is idle; `docs` in README.md gives the bytes.
+//! unallocated while the user is idle; README.md ("What a connection costs")
+//! gives the bytes.
 
 use crate::flood::{FloodLimit, TokenBucket};
 use crate::framing::LineFramer;

@@ -1,0 +1,257 @@
+//! Command-line options, parsed with `lexopt` like chatd's own flags.
+//!
+//! One flat [`Options`] struct serves every subcommand: the suite builds its
+//! scenarios by cloning the defaults and changing a few fields, so a scenario
+//! is exactly what a user could have typed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One fan-out session (optionally a rate ladder) against `--addr`.
+    Fanout,
+    /// The standard scenarios against a chatd this tool starts itself.
+    Suite,
+    /// A seconds-long correctness run for CI; non-zero exit unless perfect.
+    Smoke,
+    /// Print usage.
+    Help,
+}
+
+/// Everything a session needs to know.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    /// Server to load (ignored when chatload starts chatd itself).
+    pub addr: SocketAddr,
+    /// Reading clients.
+    pub clients: usize,
+    /// Connects in flight at once, so the server's accept queue is not
+    /// simply overrun (which would measure SYN retransmits, not the server).
+    pub connect_concurrency: usize,
+    pub connect_timeout: Duration,
+    pub register_timeout: Duration,
+    /// Clients that send chat lines (the first `senders` clients).
+    pub senders: usize,
+    /// Total lines per second across all senders.
+    pub rate: f64,
+    pub duration: Duration,
+    /// Bytes of chat text per line (the marker is padded up to this).
+    pub payload: usize,
+    /// How long after the last send to wait for stragglers.
+    pub grace: Duration,
+    pub ladder: bool,
+    pub ladder_factor: f64,
+    pub ladder_max_steps: usize,
+    pub p99_bound: Duration,
+    /// Extra clients that connect and never read.
+    pub slow: usize,
+    pub server_pid: Option<i32>,
+    pub name_first: bool,
+    pub no_self_echo: bool,
+    pub json: bool,
+    pub check: bool,
+    /// chatd binary to start (suite, smoke, or fanout with `--chatd`).
+    pub chatd: Option<PathBuf>,
+    pub quick: bool,
+    /// Suite: run only these scenario numbers (1-7; 6 comes with 1).
+    pub only: Vec<u32>,
+    pub runs: usize,
+    /// No progress line on stderr.
+    pub quiet: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Fanout,
+            addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            clients: 100,
+            connect_concurrency: 256,
+            connect_timeout: Duration::from_secs(30),
+            register_timeout: Duration::from_secs(15),
+            senders: 10,
+            rate: 1000.0,
+            duration: Duration::from_secs(5),
+            payload: 64,
+            grace: Duration::from_secs(2),
+            ladder: false,
+            ladder_factor: 1.5,
+            ladder_max_steps: 12,
+            p99_bound: Duration::from_millis(100),
+            slow: 0,
+            server_pid: None,
+            name_first: false,
+            no_self_echo: false,
+            json: false,
+            check: false,
+            chatd: None,
+            quick: false,
+            only: Vec::new(),
+            runs: 1,
+            quiet: false,
+        }
+    }
+}
+
+/// Printed for `--help` and after a usage error.
+pub const USAGE: &str = "\
+usage: chatload [fanout] [OPTIONS]     load one server (default 127.0.0.1:8000)
+       chatload suite [--chatd PATH] [--quick] [--runs K] [--only N]... [--json]
+       chatload smoke [--chatd PATH]   CI check: 50 clients, 5 senders, 200 lines/s, 2 s
+
+fanout options:
+  --addr ADDR                server address              [127.0.0.1:8000]
+  --clients N                reading clients             [100]
+  --connect-concurrency N    connects in flight          [256]
+  --connect-timeout SECS     whole connect phase bound   [30]
+  --register-timeout SECS    room registration bound     [15]
+  --senders S                sending clients             [10]
+  --rate R                   total lines/s               [1000]
+  --duration SECS            sending time (per step)     [5]
+  --payload BYTES            chat text per line          [64]
+  --grace SECS               wait for late lines         [2]
+  --ladder                   raise the rate until delivery or p99 fails
+  --ladder-factor F          rate multiplier per step    [1.5]
+  --ladder-steps N           at most N steps             [12]
+  --p99-bound-ms MS          ladder p99 bound            [100]
+  --slow N                   extra clients that never read
+  --server-pid PID           sample server CPU and RSS from /proc
+  --chatd PATH               start this chatd on a free port and load it
+  --name-first               each client first sends the line load<i>
+  --no-self-echo             the server does not echo a line to its sender
+  --check                    exit 1 unless every expected line arrived, in order
+  --json                     print one JSON object on stdout
+  --quiet                    no progress line on stderr
+suite options:
+  --quick                    seconds-long smoke of every scenario
+  --runs K                   repeat each scenario, report median and min-max
+  --only N                   run scenario N only (repeatable; 6 is measured by 1)";
+
+/// Parses `std::env::args`.
+pub fn parse() -> Result<Options, String> {
+    parse_from(std::env::args_os().skip(1))
+}
+
+fn parse_from<I>(args: I) -> Result<Options, String>
+where
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString>,
+{
+    use lexopt::prelude::*;
+    let mut o = Options::default();
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut seen_mode = false;
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Value(v) if !seen_mode => {
+                seen_mode = true;
+                o.mode = match v.to_string_lossy().as_ref() {
+                    "fanout" => Mode::Fanout,
+                    "suite" => Mode::Suite,
+                    "smoke" => Mode::Smoke,
+                    "help" => Mode::Help,
+                    other => return Err(format!("unknown subcommand {other:?}")),
+                };
+            }
+            Short('h') | Long("help") => o.mode = Mode::Help,
+            Long("addr") => o.addr = value(&mut parser)?,
+            Long("clients") => o.clients = value(&mut parser)?,
+            Long("connect-concurrency") => {
+                o.connect_concurrency = value::<usize>(&mut parser)?.max(1)
+            }
+            Long("connect-timeout") => o.connect_timeout = secs(&mut parser)?,
+            Long("register-timeout") => o.register_timeout = secs(&mut parser)?,
+            Long("senders") => o.senders = value(&mut parser)?,
+            Long("rate") => o.rate = value(&mut parser)?,
+            Long("duration") => o.duration = secs(&mut parser)?,
+            Long("payload") => o.payload = value(&mut parser)?,
+            Long("grace") => o.grace = secs(&mut parser)?,
+            Long("ladder") => o.ladder = true,
+            Long("ladder-factor") => o.ladder_factor = value(&mut parser)?,
+            Long("ladder-steps") => o.ladder_max_steps = value(&mut parser)?,
+            Long("p99-bound-ms") => {
+                o.p99_bound = Duration::from_secs_f64(value::<f64>(&mut parser)? / 1000.0)
+            }
+            Long("slow") => o.slow = value(&mut parser)?,
+            Long("server-pid") => o.server_pid = Some(value(&mut parser)?),
+            Long("chatd") => {
+                o.chatd = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?))
+            }
+            Long("name-first") => o.name_first = true,
+            Long("no-self-echo") => o.no_self_echo = true,
+            Long("json") => o.json = true,
+            Long("check") => o.check = true,
+            Long("quick") => o.quick = true,
+            Long("only") => o.only.push(value(&mut parser)?),
+            Long("runs") => o.runs = value::<usize>(&mut parser)?.max(1),
+            Long("quiet") => o.quiet = true,
+            _ => return Err(arg.unexpected().to_string()),
+        }
+    }
+    if !(o.rate > 0.0 && o.rate.is_finite()) {
+        return Err("--rate must be a positive number".into());
+    }
+    if o.ladder_factor <= 1.0 {
+        return Err("--ladder-factor must be above 1".into());
+    }
+    if o.mode == Mode::Fanout && o.senders > o.clients {
+        return Err("--senders cannot exceed --clients".into());
+    }
+    Ok(o)
+}
+
+fn value<T>(parser: &mut lexopt::Parser) -> Result<T, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let raw = parser.value().map_err(|e| e.to_string())?;
+    let text = raw.to_string_lossy();
+    text.parse::<T>()
+        .map_err(|e| format!("bad value {text:?}: {e}"))
+}
+
+fn secs(parser: &mut lexopt::Parser) -> Result<Duration, String> {
+    let s: f64 = value(parser)?;
+    if !(s >= 0.0 && s.is_finite()) {
+        return Err(format!("bad duration {s}"));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subcommand_and_flags() {
+        let o = parse_from(["suite", "--quick", "--runs", "3"]).expect("parses");
+        assert_eq!(o.mode, Mode::Suite);
+        assert!(o.quick);
+        assert_eq!(o.runs, 3);
+        let o = parse_from([
+            "--clients",
+            "50",
+            "--senders",
+            "5",
+            "--rate",
+            "200",
+            "--check",
+        ])
+        .expect("parses");
+        assert_eq!(o.mode, Mode::Fanout);
+        assert_eq!(
+            (o.clients, o.senders, o.rate, o.check),
+            (50, 5, 200.0, true)
+        );
+    }
+
+    #[test]
+    fn senders_bounded_by_clients() {
+        assert!(parse_from(["--clients", "2", "--senders", "3"]).is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! What the server costs, read from `/proc` (Linux only).
+//!
+//! CPU comes from `/proc/PID/stat` (utime + stime, in clock ticks of
+//! `sysconf(_SC_CLK_TCK)`), memory from `/proc/PID/status` (`VmRSS`, and
+//! `VmHWM`, the peak, which catches a spike between two samples). Sampling
+//! another process this way costs it nothing, unlike an in-process profiler.
+//! The generator's own open-file limit is raised here too, since it is the
+//! same kind of process plumbing.
+
+use std::io;
+
+/// One reading of a process's counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcSample {
+    /// User + system CPU time, in seconds.
+    pub cpu_s: f64,
+    /// Resident set size now, in bytes.
+    pub rss: u64,
+    /// Peak resident set size so far, in bytes.
+    pub hwm: u64,
+}
+
+/// Reads `/proc/PID/stat` and `/proc/PID/status`.
+pub fn sample(pid: i32) -> io::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let ticks = parse_cpu_ticks(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable /proc stat"))?;
+    Ok(ProcSample {
+        cpu_s: ticks as f64 / clock_ticks_per_second() as f64,
+        rss: status_kib(&status, "VmRSS:").unwrap_or(0) * 1024,
+        hwm: status_kib(&status, "VmHWM:").unwrap_or(0) * 1024,
+    })
+}
+
+/// Clock ticks per second, as `/proc` counts CPU time.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 on error.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// utime + stime from a `/proc/PID/stat` line. The command name (field 2)
+/// is in parentheses and may contain spaces, so fields are counted from
+/// the last `)`: after it come state (field 3) ... utime (14), stime (15).
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to the hard limit, so thousands
+/// of client sockets fit; returns the (soft, hard) limits now in force.
+pub fn raise_nofile_limit() -> (u64, u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return (0, 0);
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: raised is a valid rlimit; lowering nothing, raising soft to hard.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    (lim.rlim_cur, lim.rlim_max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_after_a_name_with_spaces() {
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 100 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(12));
+    }
+
+    #[test]
+    fn own_process_can_be_sampled() {
+        let s = sample(std::process::id() as i32).expect("own /proc entry");
+        assert!(s.rss > 0 && s.hwm >= s.rss);
+    }
+
+    #[test]
+    fn status_values_in_kib() {
+        assert_eq!(
+            status_kib("VmHWM:\t  2048 kB\nVmRSS:\t 1024 kB\n", "VmRSS:"),
+            Some(1024)
+        );
+    }
+}

@@ -1,0 +1,433 @@
+//! A session: connect, register, run one step or a rate ladder, and say
+//! what the server cost. This is the `fanout` subcommand, and the building
+//! block every suite scenario is made of.
+//!
+//! Server cost is sampled at three points (before connecting, once the room
+//! is registered, after the last step) so that memory per connection and
+//! CPU per delivery are each measured over the phase that causes them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::args::Options;
+use super::chatd::{self, Chatd};
+use super::procstat::{self, ProcSample};
+use super::report::{self, Obj};
+use super::stats::StepResult;
+use super::swarm::{ConnectReport, StepPlan, Swarm, SwarmConfig};
+
+/// Receivers × senders up to which order is always checked (it costs one
+/// word per pair).
+const ORDER_CHECK_PAIRS: usize = 1_000_000;
+/// Time for the server's batched notices to drain before sampling memory.
+const SETTLE: Duration = Duration::from_millis(300);
+/// How many times a bad ladder step is repeated at the same rate before the
+/// previous rate is declared the saturation point.
+const LADDER_RETRIES: u32 = 1;
+/// A ladder step is good only if the senders kept at least this share of
+/// the target rate (otherwise the rate was not really offered).
+const LADDER_MIN_PACE: f64 = 0.95;
+/// A ladder step is good when at least this share of deliveries arrived.
+const LADDER_MIN_DELIVERED: f64 = 0.999;
+
+/// Server counters at the three sampling points, and what follows from them.
+#[derive(Debug, Clone, Default)]
+pub struct ServerCost {
+    pub before: ProcSample,
+    pub connected: ProcSample,
+    pub after: ProcSample,
+    /// (RSS once registered − RSS before connecting) / clients.
+    pub rss_per_conn: f64,
+    /// Server CPU seconds spent during the steps.
+    pub cpu_s: f64,
+    /// ... per million deliveries received.
+    pub cpu_s_per_million: f64,
+    /// RSS after the steps − RSS once registered.
+    pub rss_growth: f64,
+}
+
+/// Everything one session measured.
+#[derive(Debug, Clone, Default)]
+pub struct SessionReport {
+    pub clients: usize,
+    pub slow: usize,
+    pub connect: ConnectReport,
+    /// Seconds until the token reached everyone.
+    pub register_s: Option<f64>,
+    /// Readers that never saw the token.
+    pub register_missing: usize,
+    pub steps: Vec<StepResult>,
+    /// Index of the last good ladder step.
+    pub saturation: Option<usize>,
+    /// The ladder ran out of steps before anything failed: the saturation
+    /// point is a lower bound.
+    pub ladder_capped: bool,
+    pub server: Option<ServerCost>,
+    /// Why the session is not a pass, for `--check` (empty = pass).
+    pub problems: Vec<String>,
+}
+
+impl SessionReport {
+    /// Connect + registration time: until one broadcast reached all.
+    pub fn time_to_all_s(&self) -> f64 {
+        self.connect.elapsed_s + self.register_s.unwrap_or(f64::NAN)
+    }
+}
+
+/// The `fanout` subcommand: one session against `--addr`, or against a
+/// chatd started here with `--chatd`.
+pub fn run_cli(o: &Options) -> i32 {
+    let (soft, hard) = procstat::raise_nofile_limit();
+    let needed = (o.clients + o.slow) as u64 + 16;
+    if soft < needed {
+        eprintln!("chatload: open-file limit {soft} (hard {hard}) is below the {needed} needed");
+    }
+    let mut server: Option<Chatd> = None;
+    let mut addr = o.addr;
+    let mut pid = o.server_pid;
+    if let Some(path) = &o.chatd {
+        match chatd::locate(Some(path)).and_then(|p| Chatd::start(&p, &[])) {
+            Ok(c) => {
+                addr = c.addr;
+                pid = Some(c.pid);
+                server = Some(c);
+            }
+            Err(e) => {
+                eprintln!("chatload: {e}");
+                return 2;
+            }
+        }
+    }
+    let report = run_session(o, addr, pid);
+    if o.json {
+        println!("{}", session_json(o, &report));
+    } else {
+        print!("{}", session_text(o, &report));
+    }
+    if let Some(c) = server {
+        c.stop();
+    }
+    let failed = if o.check {
+        !report.problems.is_empty()
+    } else {
+        report.connect.connected == 0
+    };
+    if failed {
+        for p in &report.problems {
+            eprintln!("chatload: FAIL: {p}");
+        }
+        1
+    } else {
+        0
+    }
+}
+
+/// Runs one session with the options' numbers against `addr`.
+pub fn run_session(o: &Options, addr: SocketAddr, server_pid: Option<i32>) -> SessionReport {
+    let mut rep = SessionReport {
+        clients: o.clients,
+        slow: o.slow,
+        ..SessionReport::default()
+    };
+    let cfg = SwarmConfig {
+        addr,
+        name_first: o.name_first,
+        no_self_echo: o.no_self_echo,
+        check_order: o.check || o.clients.saturating_mul(o.senders) <= ORDER_CHECK_PAIRS,
+        progress: !o.quiet,
+    };
+    let mut swarm = match Swarm::new(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            rep.problems.push(format!("cannot create poll: {e}"));
+            return rep;
+        }
+    };
+    let sample = |what: &str, rep: &mut SessionReport| -> Option<ProcSample> {
+        let pid = server_pid?;
+        match procstat::sample(pid) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                rep.problems
+                    .push(format!("cannot sample server {pid} {what}: {e}"));
+                None
+            }
+        }
+    };
+    let before = sample("before connecting", &mut rep);
+
+    rep.connect = swarm.connect(o.clients, o.slow, o.connect_concurrency, o.connect_timeout);
+    if rep.connect.failed > 0 {
+        rep.problems.push(format!(
+            "{} of {} connects failed (first error: {})",
+            rep.connect.failed,
+            rep.connect.attempted,
+            rep.connect.first_error.as_deref().unwrap_or("?")
+        ));
+    }
+    if swarm.open_readers() == 0 {
+        rep.problems.push("no reading client is connected".into());
+        return rep;
+    }
+    match swarm.register(o.register_timeout) {
+        Ok(s) => rep.register_s = Some(s),
+        Err(missing) => {
+            rep.register_missing = missing;
+            rep.problems.push(format!(
+                "{missing} clients never saw the registration line within {:.0}s",
+                o.register_timeout.as_secs_f64()
+            ));
+        }
+    }
+    swarm.idle(SETTLE);
+    let connected = sample("once registered", &mut rep);
+
+    let senders = o.senders.clamp(1, swarm.open_readers().max(1));
+    let mut rate = o.rate;
+    // A zero duration means "connect and register only" (memory scenarios).
+    let steps = if o.duration.is_zero() {
+        0
+    } else if o.ladder {
+        o.ladder_max_steps.max(1)
+    } else {
+        1
+    };
+    let mut retries_left = LADDER_RETRIES;
+    for step in 0..steps {
+        let plan = StepPlan {
+            step: step as u32,
+            rate,
+            duration: o.duration,
+            senders,
+            payload: o.payload,
+            grace: o.grace,
+        };
+        let r = swarm.run_step(&plan);
+        let good = r.delivered_fraction() >= LADDER_MIN_DELIVERED
+            && r.achieved_rate >= LADDER_MIN_PACE * r.rate
+            && r.p99_ms <= o.p99_bound.as_secs_f64() * 1000.0
+            && r.lost_clients == 0;
+        if o.check && !r.is_perfect() {
+            rep.problems.push(format!(
+                "step {step}: sent {} (refused {}), expected {} deliveries, received {}, \
+                 misordered {}, receivers with wrong counts {}, clients lost {}",
+                r.sent,
+                r.send_dropped,
+                r.expected,
+                r.received,
+                r.misordered,
+                r.bad_receivers,
+                r.lost_clients
+            ));
+        }
+        let retry = !good && r.lost_clients == 0 && retries_left > 0;
+        rep.steps.push(r);
+        if !o.ladder {
+            break;
+        }
+        if !good {
+            if retry {
+                // One bad step on a shared machine may be a neighbour's
+                // burst, not saturation: hold the rate and try once more.
+                retries_left -= 1;
+                continue;
+            }
+            break;
+        }
+        rep.saturation = Some(rep.steps.len() - 1);
+        retries_left = LADDER_RETRIES;
+        rate *= o.ladder_factor;
+        if step + 1 == steps {
+            rep.ladder_capped = true;
+        }
+    }
+    let after = sample("after the run", &mut rep);
+
+    if let (Some(before), Some(connected), Some(after)) = (before, connected, after) {
+        let received: u64 = rep.steps.iter().map(|s| s.received).sum();
+        let cpu_s = after.cpu_s - connected.cpu_s;
+        rep.server = Some(ServerCost {
+            before,
+            connected,
+            after,
+            rss_per_conn: (connected.rss as f64 - before.rss as f64)
+                / (o.clients + o.slow).max(1) as f64,
+            cpu_s,
+            cpu_s_per_million: if received > 0 {
+                cpu_s / (received as f64 / 1e6)
+            } else {
+                f64::NAN
+            },
+            rss_growth: after.rss as f64 - connected.rss as f64,
+        });
+    }
+    rep
+}
+
+/// The human summary of a session.
+pub fn session_text(o: &Options, r: &SessionReport) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "connect: {}/{} clients ({} slow) in {:.2}s = {} conn/s, {} failed{}\n",
+        r.connect.connected,
+        r.connect.attempted,
+        r.slow,
+        r.connect.elapsed_s,
+        report::si(r.connect.rate),
+        r.connect.failed,
+        r.connect
+            .first_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default()
+    ));
+    match r.register_s {
+        Some(s) => out.push_str(&format!(
+            "registered: all readers saw the token after {s:.2}s\n"
+        )),
+        None => out.push_str(&format!(
+            "registered: NO, {} readers missing\n",
+            r.register_missing
+        )),
+    }
+    let header = [
+        "step", "lines/s", "achieved", "sent", "expected", "received", "deliv %", "deliv/s",
+        "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "drain s", "lost", "tool CPU",
+    ];
+    let rows: Vec<Vec<String>> = r
+        .steps
+        .iter()
+        .map(|s| {
+            vec![
+                s.step.to_string(),
+                report::si(s.rate),
+                report::si(s.achieved_rate),
+                s.sent.to_string(),
+                s.expected.to_string(),
+                s.received.to_string(),
+                format!("{:.3}", 100.0 * s.delivered_fraction()),
+                report::si(s.deliveries_per_s),
+                format!("{:.2}", s.p50_ms),
+                format!("{:.2}", s.p90_ms),
+                format!("{:.2}", s.p99_ms),
+                format!("{:.2}", s.p999_ms),
+                format!("{:.2}", s.max_ms),
+                format!("{:.2}", s.drain_s),
+                s.lost_clients.to_string(),
+                format!("{:.0}%", s.tool_cpu_pct),
+            ]
+        })
+        .collect();
+    out.push_str(&report::table(&header, &rows));
+    if o.ladder {
+        match r.saturation.map(|i| &r.steps[i]) {
+            Some(s) => out.push_str(&format!(
+                "saturation: last good rate {} lines/s = {} deliveries/s, p99 {:.2} ms \
+                 (bound {:.0} ms){}\n",
+                report::si(s.rate),
+                report::si(s.deliveries_per_s),
+                s.p99_ms,
+                o.p99_bound.as_secs_f64() * 1000.0,
+                if r.ladder_capped {
+                    "; no step failed, so this is a lower bound (raise --ladder-steps)"
+                } else {
+                    ""
+                }
+            )),
+            None => out.push_str("saturation: not even the first step was good\n"),
+        }
+    }
+    if let Some(c) = &r.server {
+        out.push_str(&format!(
+            "server: RSS {} before, {} registered ({} per connection), {} after (peak {}); \
+             CPU {:.2}s during the run = {:.3} CPU-s per million deliveries\n",
+            report::bytes(c.before.rss as f64),
+            report::bytes(c.connected.rss as f64),
+            report::bytes(c.rss_per_conn),
+            report::bytes(c.after.rss as f64),
+            report::bytes(c.after.hwm as f64),
+            c.cpu_s,
+            c.cpu_s_per_million
+        ));
+    }
+    if o.check {
+        if r.problems.is_empty() {
+            out.push_str("check: PASS (every expected delivery arrived, once, in order)\n");
+        } else {
+            out.push_str("check: FAIL\n");
+        }
+    }
+    out
+}
+
+/// The `--json` object of a session.
+pub fn session_json(o: &Options, r: &SessionReport) -> String {
+    let steps = report::array(r.steps.iter().map(step_json));
+    let mut obj = Obj::new()
+        .str("mode", "fanout")
+        .int("clients", r.clients as u64)
+        .int("slow", r.slow as u64)
+        .int("senders", o.senders as u64)
+        .int("payload", o.payload as u64)
+        .raw(
+            "connect",
+            &Obj::new()
+                .int("attempted", r.connect.attempted as u64)
+                .int("connected", r.connect.connected as u64)
+                .int("failed", r.connect.failed as u64)
+                .num("seconds", r.connect.elapsed_s)
+                .num("per_second", r.connect.rate)
+                .finish(),
+        )
+        .num("register_seconds", r.register_s.unwrap_or(f64::NAN))
+        .int("register_missing", r.register_missing as u64)
+        .raw("steps", &steps);
+    if let Some(i) = r.saturation {
+        obj = obj
+            .raw("saturation", &step_json(&r.steps[i]))
+            .bool("ladder_capped", r.ladder_capped);
+    }
+    if let Some(c) = &r.server {
+        obj = obj.raw(
+            "server",
+            &Obj::new()
+                .int("rss_before", c.before.rss)
+                .int("rss_registered", c.connected.rss)
+                .int("rss_after", c.after.rss)
+                .int("rss_peak", c.after.hwm)
+                .num("rss_per_connection", c.rss_per_conn)
+                .num("rss_growth", c.rss_growth)
+                .num("cpu_seconds", c.cpu_s)
+                .num("cpu_seconds_per_million_deliveries", c.cpu_s_per_million)
+                .finish(),
+        );
+    }
+    let problems = report::array(r.problems.iter().map(|p| report::string(p)));
+    obj.bool("pass", r.problems.is_empty())
+        .raw("problems", &problems)
+        .finish()
+}
+
+fn step_json(s: &StepResult) -> String {
+    Obj::new()
+        .int("step", u64::from(s.step))
+        .num("rate", s.rate)
+        .num("achieved_rate", s.achieved_rate)
+        .int("sent", s.sent)
+        .int("send_refused", s.send_dropped)
+        .int("expected", s.expected)
+        .int("received", s.received)
+        .int("stale", s.stale)
+        .int("misordered", s.misordered)
+        .int("bad_receivers", s.bad_receivers)
+        .int("lost_clients", s.lost_clients)
+        .num("deliveries_per_second", s.deliveries_per_s)
+        .num("p50_ms", s.p50_ms)
+        .num("p90_ms", s.p90_ms)
+        .num("p99_ms", s.p99_ms)
+        .num("p999_ms", s.p999_ms)
+        .num("max_ms", s.max_ms)
+        .num("drain_seconds", s.drain_s)
+        .num("tool_cpu_percent", s.tool_cpu_pct)
+        .finish()
+}

@@ -1,0 +1,189 @@
+//! Counting what was sent and what arrived, and how late.
+//!
+//! Latency goes into an HDR histogram (microseconds, 3 significant digits)
+//! so that percentiles of millions of deliveries cost a few KiB and no
+//! sorting. Counts are kept beside it so a run can say not only how fast
+//! lines arrived but whether they all did, exactly once and in order.
+
+use hdrhistogram::Histogram;
+
+/// Highest latency the histogram tracks (60 s, in µs); later ones clamp.
+const MAX_US: u64 = 60_000_000;
+
+/// Running counters of one step (one rate held for `--duration`).
+#[derive(Debug)]
+pub struct Tally {
+    pub step: u32,
+    pub hist: Histogram<u64>,
+    /// Marked lines written (or queued) by senders.
+    pub sent: u64,
+    /// Lines a sender's full queue refused.
+    pub send_dropped: u64,
+    /// Deliveries the run should see: sent lines times their receivers.
+    pub expected: u64,
+    /// Marked lines of this step received, over all clients.
+    pub received: u64,
+    /// Marked lines of an earlier step that arrived late.
+    pub stale: u64,
+    /// Lines out of order or duplicated for their (receiver, sender) pair.
+    pub misordered: u64,
+    /// Nanoseconds (process clock) of the last delivery.
+    pub last_rx_ns: u64,
+}
+
+impl Tally {
+    /// Empty counters for step `step`.
+    pub fn new(step: u32) -> Self {
+        Tally {
+            step,
+            hist: new_histogram(),
+            sent: 0,
+            send_dropped: 0,
+            expected: 0,
+            received: 0,
+            stale: 0,
+            misordered: 0,
+            last_rx_ns: 0,
+        }
+    }
+
+    /// Records one delivery's latency.
+    pub fn record_latency(&mut self, latency_ns: u64) {
+        let us = (latency_ns / 1000).clamp(1, MAX_US);
+        // Clamped into the histogram's range, so recording cannot fail.
+        let _ = self.hist.record(us);
+    }
+}
+
+/// A histogram for latencies in microseconds.
+pub fn new_histogram() -> Histogram<u64> {
+    // 1 µs .. 60 s at 3 significant digits is a valid configuration.
+    Histogram::new_with_bounds(1, MAX_US, 3).unwrap_or_else(|_| {
+        Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is valid"))
+    })
+}
+
+/// What one step achieved, in the units the report prints.
+#[derive(Debug, Clone, Default)]
+pub struct StepResult {
+    pub step: u32,
+    /// Target lines/s.
+    pub rate: f64,
+    /// Lines/s the senders actually managed (below `rate` when the tool or
+    /// its socket buffers could not keep the schedule).
+    pub achieved_rate: f64,
+    pub sent: u64,
+    pub send_dropped: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub stale: u64,
+    pub misordered: u64,
+    /// Receivers whose count differs from what they should have received.
+    pub bad_receivers: u64,
+    /// Connections lost during the step.
+    pub lost_clients: u64,
+    /// Received deliveries per second of the step.
+    pub deliveries_per_s: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Seconds after the last send until everything arrived (or grace ran out).
+    pub drain_s: f64,
+    /// Seconds the step took, grace included.
+    pub elapsed_s: f64,
+    /// This tool's own CPU use during the step, in % of one core. Near 100
+    /// means the figures are bounded by the load generator, not the server.
+    pub tool_cpu_pct: f64,
+}
+
+impl StepResult {
+    /// Fills the latency and count fields from a finished tally.
+    pub fn from_tally(t: &Tally, rate: f64, window_s: f64) -> Self {
+        let q = |p: f64| t.hist.value_at_quantile(p) as f64 / 1000.0;
+        StepResult {
+            step: t.step,
+            rate,
+            sent: t.sent,
+            send_dropped: t.send_dropped,
+            expected: t.expected,
+            received: t.received,
+            stale: t.stale,
+            misordered: t.misordered,
+            deliveries_per_s: if window_s > 0.0 {
+                t.received as f64 / window_s
+            } else {
+                0.0
+            },
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            max_ms: t.hist.max() as f64 / 1000.0,
+            ..StepResult::default()
+        }
+    }
+
+    /// Share of expected deliveries that arrived (1.0 when none expected).
+    pub fn delivered_fraction(&self) -> f64 {
+        if self.expected == 0 {
+            1.0
+        } else {
+            self.received as f64 / self.expected as f64
+        }
+    }
+
+    /// The `--check` verdict: every expected line arrived, exactly once, in
+    /// order, at every receiver, and nothing was refused or lost.
+    pub fn is_perfect(&self) -> bool {
+        self.sent > 0
+            && self.received == self.expected
+            && self.send_dropped == 0
+            && self.misordered == 0
+            && self.bad_receivers == 0
+            && self.lost_clients == 0
+    }
+}
+
+/// Median, minimum and maximum of repeated measurements (NaNs ignored).
+pub fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    };
+    Some((median, v[0], v[v.len() - 1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_of_odd_and_even_counts() {
+        assert_eq!(spread(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(spread(&[4.0, 1.0, 2.0, 3.0]), Some((2.5, 1.0, 4.0)));
+        assert_eq!(spread(&[f64::NAN]), None);
+    }
+
+    #[test]
+    fn latency_percentiles_in_ms() {
+        let mut t = Tally::new(0);
+        for ms in 1..=100u64 {
+            t.record_latency(ms * 1_000_000);
+        }
+        t.received = 100;
+        t.expected = 100;
+        let r = StepResult::from_tally(&t, 10.0, 1.0);
+        assert!((r.p50_ms - 50.0).abs() < 0.1, "{}", r.p50_ms);
+        assert!((r.p99_ms - 99.0).abs() < 0.1, "{}", r.p99_ms);
+        assert_eq!(r.delivered_fraction(), 1.0);
+    }
+}
