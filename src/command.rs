@@ -15,7 +15,12 @@ pub enum Command<'a> {
     /// `/nick NAME`, `/name NAME` or `rename|NAME`.
     Rename(&'a str),
     /// `/msg NAME TEXT`.
-    Msg { to: &'a str, text: &'a str },
+    Msg {
+        /// The recipient's name as typed (matched without case).
+        to: &'a str,
+        /// The message, as typed after the name.
+        text: &'a str,
+    },
     /// `/me TEXT`.
     Me(&'a str),
     /// `/help`.

@@ -67,7 +67,10 @@ impl TokenBucket {
         if tokens >= 1.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - tokens) / f64::from(limit.rate))
+            // Rounded up to a whole nanosecond: a wait that rounds to zero
+            // would wake the reader before its token exists.
+            let nanos = ((1.0 - tokens) / f64::from(limit.rate) * 1e9).ceil();
+            Duration::from_nanos((nanos as u64).max(1))
         }
     }
 
@@ -117,6 +120,20 @@ mod tests {
         let mut bucket = TokenBucket::full(off, now);
         assert!((0..10_000).all(|_| bucket.try_take(off, now)));
         assert_eq!(bucket.wait(off, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_missing_token_is_never_a_zero_wait() {
+        let fast = FloodLimit {
+            rate: 1_000_000,
+            burst: 1,
+        };
+        let now = Instant::now();
+        let mut bucket = TokenBucket::full(fast, now);
+        assert!(bucket.try_take(fast, now));
+        bucket.tokens = 1.0 - 1e-12;
+        assert!(!bucket.try_take(fast, now));
+        assert!(bucket.wait(fast, now) >= Duration::from_nanos(1));
     }
 
     #[test]

@@ -66,6 +66,12 @@ impl LineFramer {
         }
         if self.start > 0 && self.start == self.buf.len() {
             self.clear();
+        } else if self.start > 0 {
+            // Drop consumed lines before growing: what stays is one partial
+            // line (at most `max_line + 1` bytes), so this moves little and
+            // keeps the buffer bounded however the reads split the lines.
+            self.buf.drain(..self.start);
+            self.start = 0;
         }
         self.buf.extend_from_slice(bytes);
     }
@@ -140,8 +146,8 @@ impl LineFramer {
     /// not the `\r` of a `\r\n` still on its way.
     fn partial_is_too_long(&self) -> bool {
         let partial = &self.buf[self.start..];
-        partial.len() > self.max_line + 1
-            || (partial.len() == self.max_line + 1 && partial.last() != Some(&b'\r'))
+        let legal = self.max_line.saturating_add(1);
+        partial.len() > legal || (partial.len() == legal && partial.last() != Some(&b'\r'))
     }
 
     fn clear(&mut self) {
@@ -263,6 +269,16 @@ mod tests {
         f.push(b"abcdefg");
         assert_eq!(drain(&mut f), vec![None]);
         assert_eq!(f.finish(), None);
+    }
+
+    #[test]
+    fn memory_stays_bounded_when_every_push_ends_mid_line() {
+        let mut f = LineFramer::new(100);
+        for _ in 0..10_000 {
+            f.push(b"tail\nanother line\npartial");
+            drain(&mut f);
+        }
+        assert!(f.heap_bytes() <= 2 * (100 + 30), "heap {}", f.heap_bytes());
     }
 
     #[test]

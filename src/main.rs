@@ -30,6 +30,13 @@ Options:
   -V, --version             print the version
 ";
 
+/// The largest accepted values: far beyond any real use, small enough that
+/// deadlines and sizes computed from them cannot overflow.
+const MAX_IDLE_SECS: u64 = 10 * 365 * 24 * 3600;
+const MAX_LINE: usize = 64 << 20;
+const MAX_FLOOD: u32 = 1_000_000;
+const MAX_WINDOW_US: u64 = 1_000_000;
+
 /// What the command line asked for.
 enum Action {
     Run(Config, Option<LevelFilter>),
@@ -87,22 +94,38 @@ fn parse_args() -> Result<Action, lexopt::Error> {
                 config.listen.push(resolve(&text)?);
             }
             Long("idle-timeout") => {
-                let secs: u64 = parser.value()?.parse()?;
+                let secs = in_range(parser.value()?.parse()?, 0, MAX_IDLE_SECS, "--idle-timeout")?;
                 config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
             }
-            Long("max-line") => config.max_line = positive(parser.value()?.parse()?, "--max-line")?,
+            Long("max-line") => {
+                config.max_line = in_range(parser.value()?.parse()?, 1, MAX_LINE, "--max-line")?
+            }
             Long("max-clients") => {
-                config.max_clients = Some(positive(parser.value()?.parse()?, "--max-clients")?)
+                config.max_clients = Some(in_range(
+                    parser.value()?.parse()?,
+                    1,
+                    usize::MAX,
+                    "--max-clients",
+                )?)
             }
             Long("max-outbound") => {
-                config.max_outbound = positive(parser.value()?.parse()?, "--max-outbound")?
+                config.max_outbound =
+                    in_range(parser.value()?.parse()?, 1, usize::MAX, "--max-outbound")?
             }
-            Long("flood-rate") => flood.rate = parser.value()?.parse()?,
+            Long("flood-rate") => {
+                flood.rate = in_range(parser.value()?.parse()?, 0, MAX_FLOOD, "--flood-rate")?
+            }
             Long("flood-burst") => {
-                flood.burst = positive(parser.value()?.parse()?, "--flood-burst")?
+                flood.burst = in_range(parser.value()?.parse()?, 1, MAX_FLOOD, "--flood-burst")?
             }
             Long("flush-window-us") => {
-                config.flush_window = Duration::from_micros(parser.value()?.parse()?)
+                let micros = in_range(
+                    parser.value()?.parse()?,
+                    0,
+                    MAX_WINDOW_US,
+                    "--flush-window-us",
+                )?;
+                config.flush_window = Duration::from_micros(micros);
             }
             Long("log-level") => {
                 let text: String = parser.value()?.parse()?;
@@ -132,10 +155,16 @@ fn resolve(text: &str) -> Result<SocketAddr, lexopt::Error> {
         .ok_or_else(|| format!("invalid --listen address {text:?}").into())
 }
 
-/// Rejects 0 where 0 makes no sense (a line, a queue or a room of 0).
-fn positive<T: PartialEq + Default>(value: T, flag: &str) -> Result<T, lexopt::Error> {
-    if value == T::default() {
-        return Err(format!("{flag} must be greater than 0").into());
+/// Refuses values outside `min..=max`: a line, queue or room of 0 makes
+/// no sense, and absurdly large ones would overflow time and size arithmetic.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    value: T,
+    min: T,
+    max: T,
+    flag: &str,
+) -> Result<T, lexopt::Error> {
+    if value < min || value > max {
+        return Err(format!("{flag} must be between {min} and {max}").into());
     }
     Ok(value)
 }

@@ -3,7 +3,9 @@
 //! Every connection lives in one [`Slab`], keyed by its mio token, so a
 //! readiness event finds its user in O(1) and a broadcast is a walk over one
 //! dense array. A broadcast formats its line once and copies the bytes into
-//! each recipient's outbox; nothing is written here. The server loop flushes
+//! each recipient's outbox; normally nothing is written here (the exception:
+//! an outbox about to pass `--max-outbound` is written out first, so only a
+//! client that really does not read is cut off). The server loop flushes
 //! the outboxes listed in [`Room::take_flush_list`] before it sleeps, so all
 //! lines queued in one iteration leave in one `write` per user.
 //!
@@ -47,8 +49,8 @@ pub struct Room {
     to_reap: Vec<usize>,
     /// Users whose outbox drained but still holds its buffer.
     retained: Vec<usize>,
-    /// Users whose outbox overflowed during the current fan-out.
-    overflowed: Vec<usize>,
+    /// Users cut off during the current fan-out, and why.
+    overflowed: Vec<(usize, Leave)>,
     /// Reused for presence flushes, so they do not allocate.
     notices: Vec<Notice>,
     max_outbound: usize,
@@ -139,8 +141,11 @@ impl Room {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        if conn.is_present() && !queue(conn, key, line, self.max_outbound, &mut self.to_flush) {
-            self.leave(key, Leave::TooSlow);
+        if !conn.is_present() {
+            return;
+        }
+        if let Err(reason) = queue(conn, key, line, self.max_outbound, &mut self.to_flush) {
+            self.leave(key, reason);
         }
     }
 
@@ -161,8 +166,8 @@ impl Room {
             self.max_outbound
         };
         for line in lines {
-            if !queue(conn, key, line, limit, &mut self.to_flush) {
-                self.leave(key, Leave::TooSlow);
+            if let Err(reason) = queue(conn, key, line, limit, &mut self.to_flush) {
+                self.leave(key, reason);
                 return;
             }
         }
@@ -254,6 +259,11 @@ impl Room {
 
     /// Users with output queued since the last call (each listed once).
     pub fn take_flush_list(&mut self, into: &mut Vec<usize>) {
+        for &key in &self.to_flush {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.flush_queued = false;
+            }
+        }
         into.append(&mut self.to_flush);
     }
 
@@ -308,14 +318,14 @@ impl Room {
         for (key, conn) in self.conns.iter_mut() {
             if conn.joined < joined_before
                 && conn.is_present()
-                && !queue(conn, key, line, self.max_outbound, &mut self.to_flush)
+                && let Err(reason) = queue(conn, key, line, self.max_outbound, &mut self.to_flush)
             {
-                self.overflowed.push(key);
+                self.overflowed.push((key, reason));
             }
         }
         let mut overflowed = std::mem::take(&mut self.overflowed);
-        for key in overflowed.drain(..) {
-            self.leave(key, Leave::TooSlow);
+        for (key, reason) in overflowed.drain(..) {
+            self.leave(key, reason);
         }
         self.overflowed = overflowed;
     }
@@ -327,15 +337,31 @@ impl Room {
     }
 }
 
-/// Appends `line` to one outbox and lists the user for flushing; false if
-/// the outbox would pass `limit`.
-fn queue(conn: &mut Conn, key: usize, line: &str, limit: usize, to_flush: &mut Vec<usize>) -> bool {
+/// Appends `line` to one outbox and lists the user for flushing.
+///
+/// `--max-outbound` is for clients too slow to read, not for output the
+/// loop simply has not written yet: when a push would pass `limit`, the
+/// outbox is first written to the socket (as the end of the iteration would
+/// do) and only what the kernel refuses counts. The error says why the user
+/// must go: still over the limit, or the socket failed.
+fn queue(
+    conn: &mut Conn,
+    key: usize,
+    line: &str,
+    limit: usize,
+    to_flush: &mut Vec<usize>,
+) -> Result<(), Leave> {
     if conn.outbox.push_line(line.as_bytes(), limit).is_err() {
-        return false;
+        if let Err(error) = conn.outbox.flush_to(&mut conn.socket) {
+            return Err(Leave::Failed(error.to_string()));
+        }
+        if conn.outbox.push_line(line.as_bytes(), limit).is_err() {
+            return Err(Leave::TooSlow);
+        }
     }
     if !conn.flush_queued {
         conn.flush_queued = true;
         to_flush.push(key);
     }
-    true
+    Ok(())
 }

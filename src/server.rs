@@ -1,7 +1,8 @@
 //! The event loop: one thread, one `mio::Poll`, every connection.
 //!
 //! Each iteration of [`Server::run`] does the same five things, in an order
-//! chosen so that a line never waits for a second iteration to leave:
+//! chosen so that a line leaves in the iteration that queued it (or, while
+//! the room is busy with large fan-outs, at most `flush_window` later):
 //!
 //! ```text
 //!            +-------------------------------------------------------+
@@ -56,6 +57,9 @@ const FIRST_LISTENER: usize = usize::MAX - 1024;
 /// The bytes read from a socket in one call; lines beyond what flood control
 /// lets through wait in the connection's framer.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Lines run for one connection before the loop moves on to the others.
+const LINES_PER_TURN: usize = 64;
 
 /// Wheel width in ticks: a minute and a half of 100 ms ticks, so the default
 /// 60 s timeout is checked once per deadline.
@@ -233,6 +237,7 @@ impl Server {
             }
             self.wake_throttled(now);
             self.run_ticks(now);
+            self.resume_accepting(now);
             if self.flush_is_due(now) {
                 self.room.take_flush_list(&mut keys);
                 if keys.len() >= LARGE_FANOUT {
@@ -253,7 +258,7 @@ impl Server {
     /// How long the poll may sleep: until the next tick, flood wake-up or
     /// end of an accept pause, whichever is first.
     fn poll_timeout(&self, now: Instant) -> Duration {
-        let mut wake = self.started + TICK * (self.tick as u32 + 1);
+        let mut wake = self.tick_start(self.tick + 1);
         if let Some(Reverse((at, _, _))) = self.flood_wakeups.peek() {
             wake = wake.min(*at);
         }
@@ -358,13 +363,24 @@ impl Server {
 
     /// Takes as many lines from `key` as flood control allows, reading the
     /// socket whenever the framer runs dry, and runs each one.
+    ///
+    /// At most [`LINES_PER_TURN`] lines are run per call: a client with a
+    /// large token allowance (or none, `--flood-rate 0`) then waits for the
+    /// next loop iteration like a throttled one, so the others' events and
+    /// the flush of their outboxes are never held up behind it.
     fn service_input(&mut self, key: usize, now: Instant) {
         let flood = self.config.flood;
+        let mut lines = 0;
         loop {
             let Some(conn) = self.room.get_mut(key) else {
                 return;
             };
             if !conn.is_present() || conn.throttled {
+                return;
+            }
+            if lines == LINES_PER_TURN {
+                conn.throttled = true;
+                self.flood_wakeups.push(Reverse((now, key, conn.joined)));
                 return;
             }
             if !conn.bucket.try_take(flood, now) {
@@ -402,6 +418,7 @@ impl Server {
                 }
             };
             conn.last_active = now;
+            lines += 1;
             match input {
                 Input::Line(text) => {
                     if session::execute(&mut self.room, key, command::parse(&text)) == After::Stop {
@@ -418,12 +435,20 @@ impl Server {
     }
 
     /// Resumes reading for connections whose next flood token is due.
+    ///
+    /// The due entries are taken out first: a connection that runs out of
+    /// tokens (or of its turn) again goes back on the heap for a later pass,
+    /// never for this one, so this loop always ends.
     fn wake_throttled(&mut self, now: Instant) {
+        let mut due = Vec::new();
         while let Some(Reverse((at, key, joined))) = self.flood_wakeups.peek().copied() {
             if at > now {
-                return;
+                break;
             }
             self.flood_wakeups.pop();
+            due.push((key, joined));
+        }
+        for (key, joined) in due {
             if let Some(conn) = self.room.get_mut(key)
                 && conn.joined == joined
             {
@@ -444,6 +469,10 @@ impl Server {
         self.check_idle(now);
         self.room.flush_presence();
         self.room.release_unused_buffers();
+    }
+
+    /// Ends an accept pause once its time is up, and accepts what waited.
+    fn resume_accepting(&mut self, now: Instant) {
         if self.accept_paused_until.is_some_and(|until| now >= until) {
             self.accept_paused_until = None;
             for index in 0..self.listeners.len() {
@@ -486,7 +515,6 @@ impl Server {
         let Some(conn) = self.room.get_mut(key) else {
             return;
         };
-        conn.flush_queued = false;
         if conn.outbox.is_empty() {
             return;
         }
@@ -563,6 +591,12 @@ impl Server {
             stop = true;
         }
         stop
+    }
+
+    /// When tick `tick` begins.
+    fn tick_start(&self, tick: Tick) -> Instant {
+        let nanos = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
+        self.started + Duration::from_nanos(nanos.saturating_mul(tick))
     }
 
     fn tick_of(&self, at: Instant) -> Tick {

@@ -263,6 +263,36 @@ fn slow_reader_is_cut_off_while_others_get_every_line() {
 }
 
 #[test]
+fn a_legal_burst_from_everyone_cuts_off_no_reader() {
+    // 20 users each send a full default burst (40 lines of 500 bytes) at
+    // once: 400 KB for every recipient, more than --max-outbound, queued in
+    // one loop turn. Users who read must not be taken for slow ones.
+    const USERS: usize = 20;
+    const BURST: usize = 40;
+    let server = TestServer::default_config();
+    let mut clients: Vec<Client> = (0..USERS).map(|_| server.join()).collect();
+    sync(&mut clients);
+    let text = "z".repeat(490);
+    let burst: String = (0..BURST).map(|i| format!("{i:03} {text}\n")).collect();
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let burst = burst.clone();
+            std::thread::spawn(move || {
+                client.send_raw(burst.as_bytes());
+                for _ in 0..USERS * BURST {
+                    let line = client.line();
+                    assert!(!line.contains("too slow"), "{line}");
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.join().unwrap();
+    }
+}
+
+#[test]
 fn shutdown_tells_everyone() {
     let (server, mut c) = room(Config::ephemeral(), 3);
     server.stop();
