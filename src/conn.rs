@@ -164,3 +164,16 @@ impl Conn {
         self.leaving.is_none()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README.md quotes this size: a connection's fixed cost in the slab.
+    #[test]
+    fn connection_state_stays_small() {
+        let size = std::mem::size_of::<Conn>();
+        eprintln!("Conn is {size} bytes");
+        assert!(size <= 256, "Conn grew to {size} bytes; update README.md");
+    }
+}
