@@ -7,7 +7,7 @@
 
 use crate::flood::{FloodLimit, TokenBucket};
 use crate::framing::LineFramer;
-use crate::outbox::Outbox;
+use crate::outbox::{Flushed, Outbox};
 use crate::presence::Seq;
 use mio::net::TcpStream;
 use std::io::{self, Read};
@@ -104,6 +104,11 @@ pub struct Conn {
     pub flush_queued: bool,
     /// On the room's list of drained outboxes that still hold a buffer.
     pub buffer_retained: bool,
+    /// On the room's list of outboxes above the high-water mark.
+    pub backlog_listed: bool,
+    /// When the kernel last took bytes from the outbox: a client that reads
+    /// keeps this recent, one that never reads lets it age.
+    pub last_progress: Instant,
     /// Set once the user has left: the connection only waits to be reaped.
     pub leaving: Option<Leave>,
 }
@@ -132,6 +137,8 @@ impl Conn {
             throttled: false,
             flush_queued: false,
             buffer_retained: false,
+            backlog_listed: false,
+            last_progress: now,
             leaving: None,
         }
     }
@@ -157,6 +164,16 @@ impl Conn {
                 Err(e) => Err(e),
             };
         }
+    }
+
+    /// Writes as much of the outbox as the kernel takes, noting progress.
+    pub fn write_out(&mut self, now: Instant) -> io::Result<Flushed> {
+        let before = self.outbox.pending();
+        let result = self.outbox.flush_to(&mut self.socket);
+        if self.outbox.pending() < before {
+            self.last_progress = now;
+        }
+        result
     }
 
     /// True while the user is in the room (not yet leaving).

@@ -20,6 +20,7 @@ use crate::presence::{Notice, PresenceBatch, Seq};
 use log::{info, warn};
 use slab::Slab;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// The outcome of a rename request, for the reply to the requester.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,8 +44,8 @@ pub struct Room {
     presence: PresenceBatch,
     /// The next event sequence number (arrivals and departures).
     next_seq: Seq,
-    /// Users with output queued since the last flush.
-    to_flush: Vec<usize>,
+    /// Who has output waiting, for the loop's flush and its input gate.
+    queued: Queued,
     /// Users who left and wait to be reaped.
     to_reap: Vec<usize>,
     /// Users whose outbox drained but still holds its buffer.
@@ -64,7 +65,11 @@ impl Room {
             by_name: HashMap::new(),
             presence: PresenceBatch::new(),
             next_seq: 0,
-            to_flush: Vec::new(),
+            queued: Queued {
+                to_flush: Vec::new(),
+                backlogged: Vec::new(),
+                high_water: max_outbound / 2,
+            },
             to_reap: Vec::new(),
             retained: Vec::new(),
             overflowed: Vec::new(),
@@ -144,7 +149,7 @@ impl Room {
         if !conn.is_present() {
             return;
         }
-        if let Err(reason) = queue(conn, key, line, self.max_outbound, &mut self.to_flush) {
+        if let Err(reason) = queue(conn, key, line, self.max_outbound, &mut self.queued) {
             self.leave(key, reason);
         }
     }
@@ -166,7 +171,7 @@ impl Room {
             self.max_outbound
         };
         for line in lines {
-            if let Err(reason) = queue(conn, key, line, limit, &mut self.to_flush) {
+            if let Err(reason) = queue(conn, key, line, limit, &mut self.queued) {
                 self.leave(key, reason);
                 return;
             }
@@ -254,22 +259,48 @@ impl Room {
 
     /// How many users have output queued since the last flush.
     pub fn pending_flushes(&self) -> usize {
-        self.to_flush.len()
+        self.queued.to_flush.len()
     }
 
     /// Users with output queued since the last call (each listed once).
     pub fn take_flush_list(&mut self, into: &mut Vec<usize>) {
-        for &key in &self.to_flush {
+        for &key in &self.queued.to_flush {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.flush_queued = false;
             }
         }
-        into.append(&mut self.to_flush);
+        into.append(&mut self.queued.to_flush);
     }
 
     /// Users who left since the last call.
     pub fn take_reap_list(&mut self, into: &mut Vec<usize>) {
         into.append(&mut self.to_reap);
+    }
+
+    /// True if a user who is reading (the kernel took some of their output
+    /// within `recent`) has more than half of `--max-outbound` queued.
+    ///
+    /// The loop then stops taking input until they catch up: without that,
+    /// a sender faster than its readers would get readers who do read cut
+    /// off as too slow. A client that does not read at all makes no
+    /// progress, stops counting after `recent`, and is cut at the limit as
+    /// PROTOCOL.md says, so it cannot freeze the room. Costs O(users behind).
+    pub fn readers_behind(&mut self, now: Instant, recent: Duration) -> bool {
+        let conns = &mut self.conns;
+        let high_water = self.queued.high_water;
+        let mut behind = false;
+        self.queued.backlogged.retain(|&key| {
+            let Some(conn) = conns.get_mut(key) else {
+                return false;
+            };
+            if !conn.is_present() || conn.outbox.pending() <= high_water {
+                conn.backlog_listed = false;
+                return false;
+            }
+            behind |= now.saturating_duration_since(conn.last_progress) < recent;
+            true
+        });
+        behind
     }
 
     /// Notes that `key`'s outbox was written out and still holds memory.
@@ -318,7 +349,7 @@ impl Room {
         for (key, conn) in self.conns.iter_mut() {
             if conn.joined < joined_before
                 && conn.is_present()
-                && let Err(reason) = queue(conn, key, line, self.max_outbound, &mut self.to_flush)
+                && let Err(reason) = queue(conn, key, line, self.max_outbound, &mut self.queued)
             {
                 self.overflowed.push((key, reason));
             }
@@ -349,10 +380,10 @@ fn queue(
     key: usize,
     line: &str,
     limit: usize,
-    to_flush: &mut Vec<usize>,
+    queued: &mut Queued,
 ) -> Result<(), Leave> {
     if conn.outbox.push_line(line.as_bytes(), limit).is_err() {
-        if let Err(error) = conn.outbox.flush_to(&mut conn.socket) {
+        if let Err(error) = conn.write_out(Instant::now()) {
             return Err(Leave::Failed(error.to_string()));
         }
         if conn.outbox.push_line(line.as_bytes(), limit).is_err() {
@@ -361,7 +392,22 @@ fn queue(
     }
     if !conn.flush_queued {
         conn.flush_queued = true;
-        to_flush.push(key);
+        queued.to_flush.push(key);
+    }
+    if !conn.backlog_listed && conn.outbox.pending() > queued.high_water {
+        conn.backlog_listed = true;
+        queued.backlogged.push(key);
     }
     Ok(())
+}
+
+/// The room's lists of users with output waiting.
+#[derive(Debug)]
+struct Queued {
+    /// Users with output queued since the last flush (each listed once).
+    to_flush: Vec<usize>,
+    /// Users whose outbox passed `high_water` (pruned lazily).
+    backlogged: Vec<usize>,
+    /// Half of `--max-outbound`: past it, a reader counts as falling behind.
+    high_water: usize,
 }

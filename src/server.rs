@@ -58,6 +58,21 @@ const FIRST_LISTENER: usize = usize::MAX - 1024;
 /// lets through wait in the connection's framer.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// The kernel send buffer asked for each connection (Linux doubles it).
+/// Left to autotuning, a client that never reads makes the kernel hold
+/// megabytes for it before its outbox even starts to fill; a thousand such
+/// clients push the host's TCP memory into pressure and stall everyone
+/// else. Fixed, a connection's kernel cost is known, and 128 KiB is still
+/// far more than a chat line burst.
+const SEND_BUFFER: usize = 128 * 1024;
+
+/// While readers are behind, paused input is looked at again this often.
+const INPUT_GATE_RECHECK: Duration = Duration::from_millis(1);
+
+/// A reader whose output the kernel took within this long counts as
+/// reading (see [`Room::readers_behind`]).
+const READER_PROGRESS: Duration = Duration::from_millis(50);
+
 /// Lines run for one connection before the loop moves on to the others.
 const LINES_PER_TURN: usize = 64;
 
@@ -109,6 +124,9 @@ pub struct Server {
     /// When the pending outboxes must be written, if a flush is being held
     /// back to coalesce lines.
     flush_due: Option<Instant>,
+    /// Some reading user has over half of `--max-outbound` queued: input
+    /// waits (recomputed after every flush).
+    readers_behind: bool,
     /// Large fan-outs flushed during the current and the previous tick.
     fanouts_this_tick: u32,
     fanouts_last_tick: u32,
@@ -174,6 +192,7 @@ impl Server {
             accept_paused_until: None,
             out_of_fds: false,
             flush_due: None,
+            readers_behind: false,
             fanouts_this_tick: 0,
             fanouts_last_tick: 0,
             signals,
@@ -247,6 +266,7 @@ impl Server {
                     self.flush(key);
                 }
             }
+            self.readers_behind = self.room.readers_behind(now, READER_PROGRESS);
             self.reap(&mut keys);
             if stop {
                 self.shut_down();
@@ -340,6 +360,9 @@ impl Server {
         if let Err(error) = socket.set_nodelay(true) {
             warn!("{peer}: could not set TCP_NODELAY: {error}");
         }
+        if let Err(error) = socket2::SockRef::from(&socket).set_send_buffer_size(SEND_BUFFER) {
+            warn!("{peer}: could not set SO_SNDBUF: {error}");
+        }
         let key = self.room.next_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(error) = self
@@ -381,6 +404,12 @@ impl Server {
             if lines == LINES_PER_TURN {
                 conn.throttled = true;
                 self.flood_wakeups.push(Reverse((now, key, conn.joined)));
+                return;
+            }
+            if self.readers_behind {
+                conn.throttled = true;
+                let at = now + INPUT_GATE_RECHECK;
+                self.flood_wakeups.push(Reverse((at, key, conn.joined)));
                 return;
             }
             if !conn.bucket.try_take(flood, now) {
@@ -518,7 +547,7 @@ impl Server {
         if conn.outbox.is_empty() {
             return;
         }
-        match conn.outbox.flush_to(&mut conn.socket) {
+        match conn.write_out(Instant::now()) {
             Ok(Flushed::All) => self.room.drained(key),
             Ok(Flushed::Partly) => {}
             Err(error) => self.room.leave(key, Leave::Failed(error.to_string())),
@@ -535,6 +564,15 @@ impl Server {
             };
             if conn.leaving.as_ref().is_some_and(Leave::flush_on_close) {
                 let _best_effort = conn.outbox.flush_to(&mut conn.socket);
+            } else if conn.leaving == Some(Leave::TooSlow) {
+                // Reset rather than close: a normal close leaves the MBs the
+                // kernel still holds for a non-reader in an orphaned socket
+                // for minutes, and a thousand of those push the whole
+                // machine's TCP memory into pressure, stalling everyone.
+                let socket = socket2::SockRef::from(&conn.socket);
+                if let Err(error) = socket.set_linger(Some(Duration::ZERO)) {
+                    warn!("{}: could not reset slow connection: {error}", conn.peer);
+                }
             }
             if let Err(error) = self.poll.registry().deregister(&mut conn.socket) {
                 warn!("{}: deregister failed: {error}", conn.peer);

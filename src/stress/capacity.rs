@@ -1,0 +1,272 @@
+//! `chatstress capacity`: N simultaneous idle connections (default 19,000)
+//! all receive one broadcast; then the server's RSS per connection and its
+//! CPU use while they sit idle are measured.
+//!
+//! The client sockets live in child processes (`chatstress capacity-child`),
+//! each holding at most `--per-process` (default 9,500) so that no process
+//! needs more than its 20,000 descriptors. Parent and children talk over
+//! the children's stdin/stdout, one command or report per line.
+
+use super::{Chatd, Checks, Outcome, mib};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Options {
+    pub chatd: PathBuf,
+    pub clients: usize,
+    pub per_process: usize,
+    pub idle_secs: u64,
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Worker {
+    fn spawn(addr: SocketAddr, count: usize) -> io::Result<Worker> {
+        let me = std::env::current_exe()?;
+        let mut child = Command::new(me)
+            .args(["capacity-child", "--addr", &addr.to_string(), "--count"])
+            .arg(count.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Ok(Worker {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    fn tell(&mut self, command: &str) -> io::Result<()> {
+        writeln!(self.stdin, "{command}")?;
+        self.stdin.flush()
+    }
+
+    fn report(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            return Err(io::Error::other("worker exited"));
+        }
+        Ok(line.trim().to_string())
+    }
+}
+
+pub fn run(opts: Options) -> Outcome {
+    let n = opts.clients;
+    println!(
+        "capacity: {n} connections, at most {} per client process",
+        opts.per_process
+    );
+    // Idle timeout well past the run, so nobody is kicked while measured.
+    let server = Chatd::start(&opts.chatd, &["--idle-timeout".into(), "600".into()])
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(200));
+    let base = server.sample();
+    println!("  server RSS at start: {}", mib(base.rss));
+
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let count = left.min(opts.per_process);
+        workers.push(Worker::spawn(server.addr, count).map_err(|e| e.to_string())?);
+        left -= count;
+    }
+    let mut connected = 0;
+    for w in &mut workers {
+        let r = w.report().map_err(|e| e.to_string())?;
+        connected += r
+            .strip_prefix("ready ")
+            .and_then(|c| c.parse::<usize>().ok())
+            .ok_or_else(|| format!("worker: {r}"))?;
+    }
+    println!(
+        "  {connected} connected and greeted in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let full = server.sample();
+
+    // One broadcast from the first connection; every connection expects it.
+    let probe = format!("capacity probe {}", std::process::id());
+    let sent = Instant::now();
+    workers[0]
+        .tell(&format!("send {probe}"))
+        .map_err(|e| e.to_string())?;
+    for w in &mut workers {
+        w.tell(&format!("expect {probe}"))
+            .map_err(|e| e.to_string())?;
+    }
+    let mut received = 0;
+    for w in &mut workers {
+        let r = w.report().map_err(|e| e.to_string())?;
+        received += r
+            .strip_prefix("got ")
+            .and_then(|c| c.parse::<usize>().ok())
+            .ok_or_else(|| format!("worker: {r}"))?;
+    }
+    let fanout = sent.elapsed();
+    println!(
+        "  broadcast reached {received}/{n} connections in {:.0} ms",
+        fanout.as_secs_f64() * 1000.0
+    );
+
+    // Idle: let the post-broadcast work settle for one second, then measure.
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_start = server.sample();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(opts.idle_secs));
+    let idle_end = server.sample();
+    let idle_cpu = (idle_end.cpu_s - idle_start.cpu_s) / t0.elapsed().as_secs_f64();
+    let per_conn = idle_end.rss.saturating_sub(base.rss) as f64 / n as f64;
+    println!(
+        "  server RSS: start {}, all connected {}, after broadcast and {} s idle {} (peak {})",
+        mib(base.rss),
+        mib(full.rss),
+        opts.idle_secs,
+        mib(idle_end.rss),
+        mib(idle_end.hwm)
+    );
+    println!("  RSS per idle connection: {per_conn:.0} bytes");
+    println!(
+        "  server CPU while {n} users idle for {} s: {:.2}% of one core",
+        opts.idle_secs,
+        idle_cpu * 100.0
+    );
+
+    let mut checks = Checks::default();
+    let mut server = server;
+    checks.check(
+        connected == n,
+        format!("{connected}/{n} connections greeted"),
+    );
+    checks.check(received == n, format!("{received}/{n} got the broadcast"));
+    checks.check(
+        per_conn <= 2048.0,
+        format!("{per_conn:.0} B RSS per idle connection <= 2048"),
+    );
+    checks.check(
+        idle_cpu < 0.01,
+        format!("idle CPU {:.2}% < 1% of a core", idle_cpu * 100.0),
+    );
+    checks.check(server.alive(), "server alive");
+    checks.check(
+        server.panics.load(std::sync::atomic::Ordering::Relaxed) == 0,
+        "no panic in the log",
+    );
+    for w in &mut workers {
+        let _ = w.tell("quit");
+    }
+    for mut w in workers {
+        let _ = w.child.wait();
+    }
+    checks.check(server.stop(), "server exits 0 on SIGTERM");
+    checks.outcome()
+}
+
+/// The child side: holds `count` connections, obeys its parent.
+pub fn child(addr: SocketAddr, count: usize) -> Outcome {
+    super::raise_nofile();
+    let mut streams = Vec::with_capacity(count);
+    for i in 0..count {
+        let stream = connect_retrying(addr).map_err(|e| format!("connect #{i}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(|e| e.to_string())?;
+        streams.push(stream);
+    }
+    // Every connection's first line is its greeting.
+    let mut readers: Vec<Pending> = streams.into_iter().map(Pending::new).collect();
+    for (i, r) in readers.iter_mut().enumerate() {
+        let line = r.line().map_err(|e| format!("greeting #{i}: {e}"))?;
+        if !line.starts_with("You are ") {
+            return Err(format!("greeting #{i}: {line:?}"));
+        }
+    }
+    let mut out = io::stdout().lock();
+    writeln!(out, "ready {count}").map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
+    for command in io::stdin().lock().lines() {
+        let command = command.map_err(|e| e.to_string())?;
+        if let Some(text) = command.strip_prefix("send ") {
+            readers[0]
+                .stream
+                .write_all(format!("{text}\n").as_bytes())
+                .map_err(|e| e.to_string())?;
+        } else if let Some(text) = command.strip_prefix("expect ") {
+            let suffix = format!(": {text}");
+            let mut got = 0;
+            for r in &mut readers {
+                loop {
+                    match r.line() {
+                        Ok(line) if line.ends_with(&suffix) => {
+                            got += 1;
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            }
+            writeln!(out, "got {got}").map_err(|e| e.to_string())?;
+            out.flush().map_err(|e| e.to_string())?;
+        } else if command == "quit" {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {
+    let mut tries = 0;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+            Ok(s) => return Ok(s),
+            Err(e) if tries < 5 => {
+                tries += 1;
+                eprintln!("capacity-child: connect failed ({e}), retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A socket with a tiny line buffer of its own (a BufReader per socket
+/// would cost 8 KiB each).
+struct Pending {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Pending {
+    fn new(stream: TcpStream) -> Pending {
+        Pending {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn line(&mut self) -> io::Result<String> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                return Ok(String::from_utf8_lossy(&line[..nl]).into_owned());
+            }
+            let mut chunk = [0u8; 512];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}

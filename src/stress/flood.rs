@@ -1,0 +1,333 @@
+//! `chatstress flood`: one client tries to send 100 MB as fast as it can
+//! under the default flood limits (20 lines/s, burst 40) while observers
+//! chat and measure their own round-trip latency. Checks: the observers'
+//! p99 stays low, nothing is dropped (every observer gets every flood line
+//! the server took, in order, and all its own probes), and the server's
+//! memory stays flat: it stops reading the flooder and TCP backpressure
+//! does the rest.
+
+use super::{Chatd, Checks, LineClient, Outcome, RssSampler, mib, percentile};
+use socket2::SockRef;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct Options {
+    pub chatd: PathBuf,
+    pub observers: usize,
+    pub bytes: u64,
+    pub secs: u64,
+    pub line_bytes: usize,
+    /// Passed to chatd; `None` keeps its defaults.
+    pub flood_rate: Option<u32>,
+    pub p99_limit: Duration,
+}
+
+struct Observed {
+    flood_lines: u64,
+    latencies: Vec<Duration>,
+    probes_sent: u64,
+    error: Option<String>,
+}
+
+pub fn run(opts: Options) -> Outcome {
+    println!(
+        "flood: 1 client sends up to {} in {}-byte lines for at most {} s; {} observers probe latency",
+        mib(opts.bytes),
+        opts.line_bytes,
+        opts.secs,
+        opts.observers
+    );
+    let mut args: Vec<String> = vec!["--idle-timeout".into(), "0".into()];
+    if let Some(rate) = opts.flood_rate {
+        args.extend(["--flood-rate".into(), rate.to_string()]);
+    }
+    let mut server = Chatd::start(&opts.chatd, &args).map_err(|e| e.to_string())?;
+    let base = server.sample();
+    let sampler = RssSampler::start(server.pid, Duration::from_millis(20));
+    let timeout = Duration::from_secs(30);
+    let epoch = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Observers join first, so they hear every flood line.
+    let mut observers = Vec::new();
+    for id in 0..opts.observers {
+        let client = LineClient::join(server.addr, timeout).map_err(|e| e.to_string())?;
+        let stop = Arc::clone(&stop);
+        observers.push(std::thread::spawn(move || observe(client, id, epoch, stop)));
+    }
+    let flooder = LineClient::join(server.addr, timeout).map_err(|e| e.to_string())?;
+    let flooder_name = flooder.name.clone();
+    let mut writer = flooder.writer.try_clone().map_err(|e| e.to_string())?;
+    let raw = flooder.writer.try_clone().map_err(|e| e.to_string())?;
+    let flood_over = Arc::new(AtomicBool::new(false));
+    let echo = {
+        let mut client = flooder;
+        let over = Arc::clone(&flood_over);
+        let _ = client
+            .writer
+            .set_read_timeout(Some(Duration::from_millis(100)));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !over.load(Ordering::Relaxed) {
+                match client.line() {
+                    Ok(line) if line.contains(": F") => n += 1,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break,
+                }
+            }
+            n
+        })
+    };
+    // The flooder: blocking writes, 64 KiB at a time, until the byte budget
+    // or the deadline. A write timeout lets it notice the deadline while
+    // the server holds it back.
+    writer
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    let pad = "f".repeat(opts.line_bytes.max(16) - 16);
+    let deadline = epoch + Duration::from_secs(opts.secs);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut written: u64 = 0;
+    let mut seq: u64 = 0;
+    while written < opts.bytes && Instant::now() < deadline {
+        if pending.is_empty() {
+            while pending.len() < 64 * 1024 {
+                let line = format!("F{seq} {pad}");
+                pending.extend_from_slice(&line.as_bytes()[..line.len().min(opts.line_bytes - 1)]);
+                pending.push(b'\n');
+                seq += 1;
+            }
+        }
+        match writer.write(&pending) {
+            Ok(n) => {
+                written += n as u64;
+                pending.drain(..n);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(format!("flooder write failed: {e}")),
+        }
+    }
+    let flood_time = epoch.elapsed();
+    println!(
+        "  flooder pushed {} into the connection in {:.1} s ({:.1} KiB/s) -- the rest was held back",
+        mib(written),
+        flood_time.as_secs_f64(),
+        written as f64 / 1024.0 / flood_time.as_secs_f64()
+    );
+    let during = server.sample();
+
+    // End the flood with a reset: what the server had not read yet is
+    // discarded with the connection; what it did read was broadcast before
+    // the departure notice. A closing client then says DONE until its own
+    // echo comes after that notice, so every observer has it too.
+    flood_over.store(true, Ordering::Relaxed);
+    let echoed = echo.join().unwrap_or(0);
+    let _ = SockRef::from(&raw).set_linger(Some(Duration::ZERO));
+    drop(raw);
+    drop(writer);
+    let mut closer = LineClient::join(server.addr, timeout).map_err(|e| e.to_string())?;
+    let listed = format!("  {flooder_name}");
+    for _ in 0..600 {
+        closer.send("/who").map_err(|e| e.to_string())?;
+        let header = loop {
+            let line = closer.line().map_err(|e| e.to_string())?;
+            if line.ends_with(" online:") {
+                break line;
+            }
+        };
+        let count: usize = header
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let mut still_there = false;
+        for _ in 0..count {
+            still_there |= closer.line().map_err(|e| e.to_string())? == listed;
+        }
+        if !still_there {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    closer.send("DONE").map_err(|e| e.to_string())?;
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<Observed> = observers.into_iter().map(|t| t.join().unwrap()).collect();
+    let peak = sampler.finish();
+    let end = server.sample();
+
+    let mut all: Vec<Duration> = results.iter().flat_map(|r| r.latencies.clone()).collect();
+    all.sort_unstable();
+    let p50 = percentile(&all, 50.0);
+    let p99 = percentile(&all, 99.0);
+    let max = all.last().copied().unwrap_or_default();
+    let taken: Vec<u64> = results.iter().map(|r| r.flood_lines).collect();
+    let most = taken.iter().copied().max().unwrap_or(0);
+    let least = taken.iter().copied().min().unwrap_or(0);
+    let probes_sent: u64 = results.iter().map(|r| r.probes_sent).sum();
+    println!(
+        "  server took {most} flood lines ({} of {}); flooder saw {echoed} echoes",
+        mib(most * opts.line_bytes as u64),
+        mib(written)
+    );
+    println!(
+        "  observer round trips: {} samples of {probes_sent} probes, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        all.len(),
+        p50.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0,
+        max.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  server RSS: start {}, during flood {}, peak sampled {}, VmHWM {}, end {}",
+        mib(base.rss),
+        mib(during.rss),
+        mib(peak),
+        mib(end.hwm),
+        mib(end.rss)
+    );
+    for r in results.iter().filter(|r| r.error.is_some()).take(5) {
+        println!("  observer error: {}", r.error.as_deref().unwrap_or(""));
+    }
+
+    let mut checks = Checks::default();
+    checks.check(
+        results.iter().all(|r| r.error.is_none()),
+        "every observer got every flood line in order, and all its probes",
+    );
+    checks.check(
+        most == least,
+        format!("all observers got the same flood lines ({least}..{most})"),
+    );
+    checks.check(
+        all.len() as u64 == probes_sent,
+        format!("{}/{probes_sent} probes came back", all.len()),
+    );
+    checks.check(
+        p99 <= opts.p99_limit,
+        format!(
+            "observer p99 {:.2} ms <= {:?}",
+            p99.as_secs_f64() * 1000.0,
+            opts.p99_limit
+        ),
+    );
+    let growth = peak.max(end.hwm).saturating_sub(base.rss);
+    checks.check(
+        growth < 16 << 20,
+        format!("server RSS grew {} (< 16 MiB) under the flood", mib(growth)),
+    );
+    checks.check(server.alive(), "server alive");
+    checks.check(
+        server.panics.load(Ordering::Relaxed) == 0,
+        format!("no panic in the log; flooder was {flooder_name}"),
+    );
+    checks.check(server.stop(), "server exits 0 on SIGTERM");
+    checks.outcome()
+}
+
+/// One observer: a probe every 100 ms (half the flood rate), timed from
+/// send to echo; checks the flood lines' order; ends when the flooder's
+/// departure arrives after `stop`.
+fn observe(mut client: LineClient, id: usize, epoch: Instant, stop: Arc<AtomicBool>) -> Observed {
+    let mut out = Observed {
+        flood_lines: 0,
+        latencies: Vec::new(),
+        probes_sent: 0,
+        error: None,
+    };
+    let mut writer = client.writer.try_clone().expect("clone");
+    let prober = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let at = epoch.elapsed().as_nanos();
+                if writer
+                    .write_all(format!("P{id}.{n} {at}\n").as_bytes())
+                    .is_err()
+                {
+                    break;
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            n
+        })
+    };
+    let own = format!("{}: P{id}.", client.name);
+    let mut next_probe = 0u64;
+    let mut flooder_gone = false;
+    loop {
+        let line = match client.line() {
+            Ok(line) => line,
+            Err(e) => {
+                out.error = Some(format!("observer {id}: {e}"));
+                break;
+            }
+        };
+        if let Some(rest) = line.strip_prefix(&own) {
+            let mut parts = rest.split(' ');
+            let n: u64 = parts
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(u64::MAX);
+            let at: u128 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            if n != next_probe {
+                out.error = Some(format!(
+                    "observer {id}: probe {n} where {next_probe} was due"
+                ));
+                break;
+            }
+            next_probe += 1;
+            let now = epoch.elapsed().as_nanos();
+            out.latencies
+                .push(Duration::from_nanos(now.saturating_sub(at) as u64));
+        } else if let Some((_, text)) = line.split_once(": F") {
+            let seq: u64 = text
+                .split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(u64::MAX);
+            if seq != out.flood_lines {
+                out.error = Some(format!(
+                    "observer {id}: flood line {seq} where {} was due",
+                    out.flood_lines
+                ));
+                break;
+            }
+            out.flood_lines += 1;
+        } else if line.ends_with(" has left") && !line.contains(": ") {
+            flooder_gone = true;
+        } else if flooder_gone && line.ends_with(": DONE") {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    out.probes_sent = prober.join().unwrap_or(0);
+    // Probes still in flight when we stopped reading are not counted lost:
+    // read until the last one sent comes back.
+    while next_probe < out.probes_sent && out.error.is_none() {
+        match client.line() {
+            Ok(line) => {
+                if line.starts_with(&own) {
+                    let rest = &line[own.len()..];
+                    let mut parts = rest.split(' ');
+                    let at: u128 = parts.nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+                    let now = epoch.elapsed().as_nanos();
+                    out.latencies
+                        .push(Duration::from_nanos(now.saturating_sub(at) as u64));
+                    next_probe += 1;
+                }
+            }
+            Err(e) => out.error = Some(format!("observer {id} draining: {e}")),
+        }
+    }
+    out
+}
