@@ -191,6 +191,6 @@ mod tests {
     fn connection_state_stays_small() {
         let size = std::mem::size_of::<Conn>();
         eprintln!("Conn is {size} bytes");
-        assert!(size <= 256, "Conn grew to {size} bytes; update README.md");
+        assert!(size <= 272, "Conn grew to {size} bytes; update README.md");
     }
 }
