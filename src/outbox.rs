@@ -15,6 +15,9 @@
 
 use std::io::{self, Write};
 
+/// The first allocation: a few chat lines.
+const MIN_CAPACITY: usize = 256;
+
 /// Pending output for one connection.
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -50,15 +53,34 @@ impl Outbox {
         if self.pending() + line.len() + 1 > limit {
             return Err(Overflow);
         }
-        if self.written > 0 && self.written >= self.buf.len() / 2 {
-            self.buf.drain(..self.written);
-            self.written = 0;
+        let needed = self.buf.len() + line.len() + 1;
+        if needed > self.buf.capacity() {
+            self.grow(needed, limit);
         }
-        self.buf.reserve(line.len() + 1);
         self.buf.extend_from_slice(line);
         self.buf.push(b'\n');
         self.pushed_recently = true;
         Ok(())
+    }
+
+    /// Makes room for `needed` bytes without ever holding more than the
+    /// limit: written bytes are dropped from the front first, and growth
+    /// doubles but stops at `limit`, so a full outbox of a client that
+    /// never reads costs `limit` bytes, not the next power of two.
+    fn grow(&mut self, needed: usize, limit: usize) {
+        let needed = if self.written > 0 {
+            self.buf.drain(..self.written);
+            let shift = self.written;
+            self.written = 0;
+            needed - shift
+        } else {
+            needed
+        };
+        if needed > self.buf.capacity() {
+            let doubled = (self.buf.capacity() * 2).max(MIN_CAPACITY);
+            let target = doubled.min(limit).max(needed);
+            self.buf.reserve_exact(target - self.buf.len());
+        }
     }
 
     /// Bytes queued and not yet written.
@@ -167,6 +189,23 @@ mod tests {
         assert!(!out.release_if_unused(), "pushed during this tick");
         assert!(out.release_if_unused(), "a tick without pushes frees it");
         assert_eq!(out.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn capacity_never_passes_the_limit() {
+        let mut out = Outbox::new();
+        let limit = 10_000;
+        let line = [b'x'; 99];
+        while out.push_line(&line, limit).is_ok() {}
+        assert_eq!(out.pending(), 10_000);
+        assert!(out.heap_bytes() <= limit, "capacity {}", out.heap_bytes());
+        let mut sink = Trickle {
+            taken: Vec::new(),
+            room: 5_000,
+        };
+        out.flush_to(&mut sink).unwrap();
+        while out.push_line(&line, limit).is_ok() {}
+        assert!(out.heap_bytes() <= limit, "capacity {}", out.heap_bytes());
     }
 
     #[test]
