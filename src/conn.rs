@@ -106,6 +106,8 @@ pub struct Conn {
     pub buffer_retained: bool,
     /// On the room's list of outboxes above the high-water mark.
     pub backlog_listed: bool,
+    /// When the outbox last went above the high-water mark.
+    pub behind_since: Instant,
     /// When the kernel last took bytes from the outbox: a client that reads
     /// keeps this recent, one that never reads lets it age.
     pub last_progress: Instant,
@@ -138,6 +140,7 @@ impl Conn {
             flush_queued: false,
             buffer_retained: false,
             backlog_listed: false,
+            behind_since: now,
             last_progress: now,
             leaving: None,
         }
@@ -191,6 +194,6 @@ mod tests {
     fn connection_state_stays_small() {
         let size = std::mem::size_of::<Conn>();
         eprintln!("Conn is {size} bytes");
-        assert!(size <= 272, "Conn grew to {size} bytes; update README.md");
+        assert!(size <= 288, "Conn grew to {size} bytes; update README.md");
     }
 }

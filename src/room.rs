@@ -278,14 +278,17 @@ impl Room {
     }
 
     /// True if a user who is reading (the kernel took some of their output
-    /// within `recent`) has more than half of `--max-outbound` queued.
+    /// within `recent`) has had more than half of `--max-outbound` queued
+    /// for less than `hold`.
     ///
     /// The loop then stops taking input until they catch up: without that,
     /// a sender faster than its readers would get readers who do read cut
     /// off as too slow. A client that does not read at all makes no
-    /// progress, stops counting after `recent`, and is cut at the limit as
-    /// PROTOCOL.md says, so it cannot freeze the room. Costs O(users behind).
-    pub fn readers_behind(&mut self, now: Instant, recent: Duration) -> bool {
+    /// progress and stops counting after `recent`; one that reads but stays
+    /// behind (a slow link in a busy room) stops counting after `hold`.
+    /// Either is then cut at the limit as PROTOCOL.md says, so no client can
+    /// hold the room back for long. Costs O(users behind).
+    pub fn readers_behind(&mut self, now: Instant, recent: Duration, hold: Duration) -> bool {
         let conns = &mut self.conns;
         let high_water = self.queued.high_water;
         let mut behind = false;
@@ -297,7 +300,8 @@ impl Room {
                 conn.backlog_listed = false;
                 return false;
             }
-            behind |= now.saturating_duration_since(conn.last_progress) < recent;
+            behind |= now.saturating_duration_since(conn.last_progress) < recent
+                && now.saturating_duration_since(conn.behind_since) < hold;
             true
         });
         behind
@@ -396,6 +400,7 @@ fn queue(
     }
     if !conn.backlog_listed && conn.outbox.pending() > queued.high_water {
         conn.backlog_listed = true;
+        conn.behind_since = Instant::now();
         queued.backlogged.push(key);
     }
     Ok(())

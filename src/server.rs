@@ -73,6 +73,9 @@ const INPUT_GATE_RECHECK: Duration = Duration::from_millis(1);
 /// reading (see [`Room::readers_behind`]).
 const READER_PROGRESS: Duration = Duration::from_millis(50);
 
+/// The longest one reader who stays behind may keep input paused.
+const READER_HOLD: Duration = Duration::from_secs(1);
+
 /// Lines run for one connection before the loop moves on to the others.
 const LINES_PER_TURN: usize = 64;
 
@@ -266,7 +269,7 @@ impl Server {
                     self.flush(key);
                 }
             }
-            self.readers_behind = self.room.readers_behind(now, READER_PROGRESS);
+            self.readers_behind = self.room.readers_behind(now, READER_PROGRESS, READER_HOLD);
             self.reap(&mut keys);
             if stop {
                 self.shut_down();
