@@ -236,8 +236,7 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 fn a_megabyte_without_newline_is_refused_once_and_the_client_stays() {
     let server = TestServer::default_config();
     let mut watcher = server.join();
-    let mut flooder = server.join();
-    watcher.skip_until(&format!("{} has arrived", flooder.name));
+    let mut flooder = server.join_seen_by(&mut watcher);
     let mut junk = random_bytes(0x5eed, 1 << 20);
     junk.retain(|&b| b != b'\n');
     flooder.send_raw(&junk);
@@ -271,8 +270,7 @@ fn a_long_line_trickled_byte_by_byte_is_refused_once() {
 fn nul_and_escape_heavy_lines_reach_others_clean() {
     let server = TestServer::default_config();
     let mut watcher = server.join();
-    let mut hostile = server.join();
-    watcher.skip_until(&format!("{} has arrived", hostile.name));
+    let mut hostile = server.join_seen_by(&mut watcher);
     let cases: &[(&[u8], Option<&str>)] = &[
         (b"\x00\x00hi\x00", Some("hi")),
         (b"\x1b[2J\x1b[Hclear", Some("[2J[Hclear")),
@@ -311,8 +309,7 @@ fn nul_and_escape_heavy_lines_reach_others_clean() {
 fn random_binary_lines_never_reach_anyone_dirty() {
     let server = TestServer::default_config();
     let mut watcher = server.join();
-    let mut hostile = server.join();
-    watcher.skip_until(&format!("{} has arrived", hostile.name));
+    let mut hostile = server.join_seen_by(&mut watcher);
     // 30 lines of random bytes (within the flood burst), no commands.
     let mut sent = 0;
     for seed in 1..=30u64 {
@@ -342,8 +339,7 @@ fn random_binary_lines_never_reach_anyone_dirty() {
 fn a_burst_past_the_flood_limit_loses_nothing() {
     let server = TestServer::default_config();
     let mut watcher = server.join();
-    let mut flooder = server.join();
-    watcher.skip_until(&format!("{} has arrived", flooder.name));
+    let mut flooder = server.join_seen_by(&mut watcher);
     let burst: String = (0..70).map(|i| format!("n{i}\n")).collect();
     flooder.send_raw(burst.as_bytes());
     for i in 0..70 {

@@ -8,8 +8,8 @@ mod common;
 
 use chatd::Config;
 use chatd::flood::FloodLimit;
-use common::{Client, READ_TIMEOUT, TestServer, wait_for};
-use socket2::{Domain, SockRef, Socket, Type};
+use common::{Client, READ_TIMEOUT, TestServer, connect_with_recv_buffer, wait_for};
+use socket2::SockRef;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -32,10 +32,23 @@ fn unthrottled() -> Config {
 /// A connection that never reads, with a tiny receive buffer so that what
 /// the server sends it piles up in the server's outbox, not in the kernel.
 fn non_reader(addr: SocketAddr) -> TcpStream {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    socket.connect(&addr.into()).expect("connect");
-    socket.into()
+    connect_with_recv_buffer(addr, 4096)
+}
+
+/// A [`non_reader`] and its name, once `watcher` has seen it arrive.
+fn non_reader_seen_by(watcher: &mut Client, addr: SocketAddr) -> (TcpStream, String) {
+    let stream = non_reader(addr);
+    let name = stream.local_addr().unwrap().to_string();
+    watcher.skip_until(&format!("{name} has arrived"));
+    (stream, name)
+}
+
+/// A client with an 8 MB receive buffer, for senders that must not be cut
+/// off as too slow while a test thread is busy elsewhere.
+fn big_reader(addr: SocketAddr) -> Client {
+    let mut client = Client::from_stream(connect_with_recv_buffer(addr, 8 << 20));
+    client.expect_greeting();
+    client
 }
 
 /// Closes with SO_LINGER 0: the peer gets a reset, not a FIN.
@@ -91,6 +104,73 @@ fn sync(client: &mut Client, tag: &str) -> Vec<String> {
     client.send(tag);
     let echo = format!("{}: {tag}", client.name);
     client.skip_until(&echo)
+}
+
+/// Reads lines until the departures among them add up to `count`; returns
+/// them all.
+fn read_departures(client: &mut Client, count: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut gone = 0;
+    while gone < count {
+        let line = client.line();
+        gone += departures(&line).map_or(0, |(n, _)| n);
+        seen.push(line);
+    }
+    seen
+}
+
+/// `lines` without the chat lines that `name` sent.
+fn without_chat_from(lines: Vec<String>, name: &str) -> Vec<String> {
+    let own = format!("{name}: ");
+    lines.into_iter().filter(|l| !l.starts_with(&own)).collect()
+}
+
+/// Checks that `client` is the only user online.
+#[track_caller]
+fn assert_alone(client: &mut Client) {
+    assert_eq!(client.who(), vec![format!("{} (you)", client.name)]);
+}
+
+/// Sends batches of 8 lines of `text` from `sender`, each batch echoed
+/// before the next, which keeps the sender's own queue small while a
+/// non-reader's grows by 8 KB a batch, until a batch brings the line `cut`.
+/// The kernel buffers a megabyte or two for a non-reader before the
+/// server's queue starts to fill; 1000 batches (8 MB) are plenty. Returns
+/// every line read but the batches' last echoes.
+fn send_until_cut(sender: &mut Client, text: &str, cut: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    for batch in 0..1000 {
+        let lines: String = (0..8).map(|i| format!("{batch}.{i} {text}\n")).collect();
+        sender.send_raw(lines.as_bytes());
+        let got = sender.skip_until(&format!("{}: {batch}.7 {text}", sender.name));
+        let was_cut = got.iter().any(|line| line == cut);
+        seen.extend(got);
+        if was_cut {
+            break;
+        }
+    }
+    seen
+}
+
+/// An unthrottled server that cuts off whoever has 16 KB waiting, and a
+/// sender in it. The sender reads its own echoes through a large receive
+/// buffer, so that only a non-reader can fall behind.
+fn small_outbox_with_sender() -> (TestServer, Client) {
+    let server = TestServer::start(Config {
+        max_outbound: 16 * 1024,
+        ..unthrottled()
+    });
+    let mut sender = big_reader(server.addr);
+    sync(&mut sender, "first");
+    (server, sender)
+}
+
+/// The first of `clients` says `text`, and the last of them hears it.
+fn first_reaches_last(clients: &mut [Client], text: &str) {
+    let (first, rest) = clients.split_first_mut().unwrap();
+    first.send(text);
+    let last = rest.last_mut().unwrap();
+    last.skip_until(&format!("{}: {text}", first.name));
 }
 
 /// Checks that `lines` (everything an observer saw) announce each of `gone`
@@ -247,8 +327,7 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
             assert!(greeted, "neither a greeting nor an EMFILE warning");
         }
         if waiting.is_empty() && has_input(&client) {
-            let greeting = format!("You are {}", client.name);
-            client.expect(&greeting);
+            client.expect_greeting();
             admitted.push(client);
         } else {
             waiting.push(client);
@@ -282,10 +361,7 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
     );
 
     // Connected users still chat.
-    let (first, rest) = admitted.split_first_mut().unwrap();
-    first.send("still here");
-    let last = rest.last_mut().unwrap();
-    last.skip_until(&format!("{}: still here", first.name));
+    first_reaches_last(&mut admitted, "still here");
 
     // When they go, the waiting users get in on their own, oldest first.
     let freed = admitted.len();
@@ -302,10 +378,7 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
         "recovery is logged:\n{}",
         server.log_text()
     );
-    let (a, others) = newcomers.split_first_mut().unwrap();
-    a.send("we got in");
-    let b = others.last_mut().unwrap();
-    b.skip_until(&format!("{}: we got in", a.name));
+    first_reaches_last(&mut newcomers, "we got in");
     drop(newcomers);
     drop(waiting);
     server.terminate();
@@ -330,8 +403,7 @@ fn default_max_clients_keeps_a_reserve_below_the_fd_limit() {
 fn reset_mid_line_is_one_departure_and_frees_the_name() {
     let server = TestServer::default_config();
     let mut watcher = server.join();
-    let mut victim = server.join();
-    watcher.skip_until(&format!("{} has arrived", victim.name));
+    let mut victim = server.join_seen_by(&mut watcher);
     victim.send("/nick ghost");
     watcher.skip_until(&format!("{} is now known as ghost", victim.name));
     victim.send_raw(b"half a li");
@@ -342,7 +414,7 @@ fn reset_mid_line_is_one_departure_and_frees_the_name() {
     seen.extend(sync(&mut watcher, "after the reset"));
     seen.push("ghost has left".into());
     assert_departed_once(&seen, &HashSet::from(["ghost".to_string()]));
-    assert_eq!(watcher.who(), vec![format!("{} (you)", watcher.name)]);
+    assert_alone(&mut watcher);
 
     // The name is free again.
     let mut next = server.join();
@@ -354,8 +426,7 @@ fn reset_mid_line_is_one_departure_and_frees_the_name() {
 fn half_close_flushes_pending_replies_then_leaves_once() {
     let server = TestServer::default_config();
     let mut watcher = server.join();
-    let mut victim = server.join();
-    watcher.skip_until(&format!("{} has arrived", victim.name));
+    let mut victim = server.join_seen_by(&mut watcher);
     // 30 `/help`s queue 240 reply lines; the victim reads none of them
     // before closing its sending side.
     let mut burst = Vec::new();
@@ -379,16 +450,14 @@ fn half_close_flushes_pending_replies_then_leaves_once() {
     seen.push(lines);
     let gone = HashSet::from([victim.name.clone()]);
     assert_departed_once(&seen.concat(), &gone);
-    assert_eq!(watcher.who(), vec![format!("{} (you)", watcher.name)]);
+    assert_alone(&mut watcher);
 }
 
 #[test]
 fn half_close_with_more_output_than_the_socket_takes() {
     let server = TestServer::start(unthrottled());
     let mut watcher = server.join();
-    let mut victim = non_reader(server.addr);
-    let victim_name = victim.local_addr().unwrap().to_string();
-    watcher.skip_until(&format!("{victim_name} has arrived"));
+    let (mut victim, victim_name) = non_reader_seen_by(&mut watcher, server.addr);
     // 500 `/help`s: about 165 KB of replies (under --max-outbound) for a
     // 4 KB receive buffer.
     let burst = b"/help\n".repeat(500);
@@ -401,7 +470,7 @@ fn half_close_with_more_output_than_the_socket_takes() {
     }
     seen.extend(sync(&mut watcher, "sync"));
     assert_departed_once(&seen, &HashSet::from([victim_name.clone()]));
-    assert_eq!(watcher.who(), vec![format!("{} (you)", watcher.name)]);
+    assert_alone(&mut watcher);
 
     // What the victim got is whole help blocks, in order, then EOF.
     victim.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
@@ -485,112 +554,29 @@ fn disconnect_while_outbound_queue_is_full() {
     let v = victims.next().unwrap();
     v.shutdown(std::net::Shutdown::Write).unwrap();
 
-    let mut departed = 0;
-    while departed < names.len() {
-        let line = sender.line();
-        departed += departures(&line).map_or(0, |(n, _)| n);
-        seen.push(line);
-    }
+    seen.extend(read_departures(&mut sender, names.len()));
     seen.extend(sync(&mut sender, "sync"));
     assert_departed_once(&seen, &names);
-    assert_eq!(sender.who(), vec![format!("{} (you)", sender.name)]);
+    assert_alone(&mut sender);
     drop(v);
 }
 
 #[test]
 fn too_slow_then_gone_is_announced_once() {
-    let server = TestServer::start(Config {
-        max_outbound: 16 * 1024,
-        ..unthrottled()
-    });
-    // The sender reads its own echoes through a large receive buffer, so
-    // that only the victim can fall behind.
-    let mut sender = BigReader::join(server.addr);
-    sender.sync("first");
-    let victim = non_reader(server.addr);
-    let victim_name = victim.local_addr().unwrap().to_string();
-    sender.skip_until(&format!("{victim_name} has arrived"));
-    // Batches of 8 lines, each echoed before the next, keep the sender's
-    // own queue under the limit; the victim's grows by 8 KB a batch.
+    let (server, mut sender) = small_outbox_with_sender();
+    let (victim, victim_name) = non_reader_seen_by(&mut sender, server.addr);
     let text = "y".repeat(1000);
-    let mut seen = Vec::new();
     let cut = format!("{victim_name} has left (too slow)");
-    // The kernel buffers a megabyte or two for the victim before the
-    // server's queue starts to fill; 8 MB is plenty.
-    for batch in 0..1000 {
-        let lines: String = (0..8).map(|i| format!("{batch}.{i} {text}\n")).collect();
-        sender.writer.write_all(lines.as_bytes()).unwrap();
-        seen.extend(sender.skip_until(&format!("{}: {batch}.7 {text}", sender.name)));
-        if seen.contains(&cut) {
-            break;
-        }
-    }
-    assert!(
-        seen.contains(&format!("{victim_name} has left (too slow)")),
-        "the non-reader was cut"
-    );
+    let mut seen = send_until_cut(&mut sender, &text, &cut);
+    assert!(seen.contains(&cut), "the non-reader was cut");
     reset(&victim);
     drop(victim);
-    seen.extend(sender.sync("sync"));
-    let own = format!("{}: ", sender.name);
-    let seen: Vec<String> = seen.into_iter().filter(|l| !l.starts_with(&own)).collect();
+    seen.extend(sync(&mut sender, "sync"));
+    let seen = without_chat_from(seen, &sender.name);
     assert_departed_once(&seen, &HashSet::from([victim_name]));
-    sender.writer.write_all(b"/who\n").unwrap();
+    sender.send("/who");
     sender.skip_until("1 user online:");
     assert_eq!(sender.line(), format!("  {} (you)", sender.name));
-}
-
-/// A client with an 8 MB receive buffer, for senders that must not be cut
-/// off as too slow while a test thread is busy elsewhere.
-struct BigReader {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    name: String,
-}
-
-impl BigReader {
-    fn join(addr: SocketAddr) -> BigReader {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        socket.set_recv_buffer_size(8 << 20).expect("SO_RCVBUF");
-        socket.connect(&addr.into()).expect("connect");
-        let writer: TcpStream = socket.into();
-        writer.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        let name = writer.local_addr().unwrap().to_string();
-        let mut client = BigReader {
-            reader: BufReader::new(writer.try_clone().unwrap()),
-            writer,
-            name,
-        };
-        assert_eq!(client.line(), format!("You are {}", client.name));
-        client
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).expect("a line in time");
-        assert!(n > 0, "{}: unexpected EOF", self.name);
-        line.pop();
-        line
-    }
-
-    fn skip_until(&mut self, want: &str) -> Vec<String> {
-        let mut skipped = Vec::new();
-        loop {
-            let line = self.line();
-            if line == want {
-                return skipped;
-            }
-            skipped.push(line);
-        }
-    }
-
-    fn sync(&mut self, tag: &str) -> Vec<String> {
-        self.writer
-            .write_all(format!("{tag}\n").as_bytes())
-            .unwrap();
-        let echo = format!("{}: {tag}", self.name);
-        self.skip_until(&echo)
-    }
 }
 
 #[test]
@@ -653,17 +639,10 @@ fn vanishing_during_broadcasts_leaves_no_trace_and_frees_slots() {
         }
     }
     // Wait until every victim is accounted for, then flush the batch.
-    let mut gone: usize = seen.iter().filter_map(|l| departures(l)).map(|d| d.0).sum();
-    while gone < VICTIMS {
-        let line = watcher.line();
-        gone += departures(&line).map_or(0, |d| d.0);
-        seen.push(line);
-    }
+    let gone: usize = seen.iter().filter_map(|l| departures(l)).map(|d| d.0).sum();
+    seen.extend(read_departures(&mut watcher, VICTIMS.saturating_sub(gone)));
     seen.extend(sync(&mut watcher, "after"));
-    let seen: Vec<String> = seen
-        .into_iter()
-        .filter(|l| !l.starts_with(&format!("{}: ", sender.name)))
-        .collect();
+    let seen = without_chat_from(seen, &sender.name);
     assert_departed_once(&seen, &names);
     let mut who = watcher.who();
     who.sort();
@@ -705,17 +684,11 @@ fn many_resets_in_a_row_keep_the_server_serving() {
         victim.send_raw(b"/who\n/help\nmid-li");
         reset(victim.stream());
     }
-    let mut seen = Vec::new();
-    let mut total = 0;
-    while total < 200 {
-        let line = watcher.line();
-        total += departures(&line).map_or(0, |d| d.0);
-        seen.push(line);
-    }
+    let mut seen = read_departures(&mut watcher, 200);
     seen.extend(sync(&mut watcher, "still alive"));
     let total: usize = seen.iter().filter_map(|l| departures(l)).map(|d| d.0).sum();
     assert_eq!(total, 200, "{seen:?}");
-    assert_eq!(watcher.who(), vec![format!("{} (you)", watcher.name)]);
+    assert_alone(&mut watcher);
 }
 
 /// Regression (found by this suite, fixed in 56bebe7): with
@@ -727,14 +700,14 @@ fn many_resets_in_a_row_keep_the_server_serving() {
 #[test]
 fn unthrottled_paste_larger_than_max_outbound_reaches_fast_readers() {
     let server = TestServer::start(unthrottled());
-    let mut watcher = BigReader::join(server.addr);
-    watcher.sync("first");
-    let mut sender = BigReader::join(server.addr);
+    let mut watcher = big_reader(server.addr);
+    sync(&mut watcher, "first");
+    let mut sender = big_reader(server.addr);
     watcher.skip_until(&format!("{} has arrived", sender.name));
     // 1 MB of lines in one write: four times --max-outbound (256 KiB).
     let text = "z".repeat(1000);
     let paste: String = (0..1000).map(|i| format!("{i} {text}\n")).collect();
-    let mut writer = sender.writer.try_clone().unwrap();
+    let mut writer = sender.stream().try_clone().unwrap();
     let feeder = std::thread::spawn(move || writer.write_all(paste.as_bytes()));
     let last = format!("{}: 999 {text}", sender.name);
     for i in 0..1000 {
@@ -760,28 +733,12 @@ fn unthrottled_paste_larger_than_max_outbound_reaches_fast_readers() {
 /// client then sees ECONNRESET instead of a clean EOF.
 #[test]
 fn too_slow_client_is_reset_not_left_in_kernel_buffers() {
-    let server = TestServer::start(Config {
-        max_outbound: 16 * 1024,
-        ..unthrottled()
-    });
-    let mut sender = BigReader::join(server.addr);
-    sender.sync("first");
-    let mut victim = non_reader(server.addr);
-    let victim_name = victim.local_addr().unwrap().to_string();
-    sender.skip_until(&format!("{victim_name} has arrived"));
+    let (server, mut sender) = small_outbox_with_sender();
+    let (mut victim, victim_name) = non_reader_seen_by(&mut sender, server.addr);
     let text = "v".repeat(1000);
     let cut = format!("{victim_name} has left (too slow)");
-    let mut was_cut = false;
-    for batch in 0..1000 {
-        let lines: String = (0..8).map(|i| format!("{batch}.{i} {text}\n")).collect();
-        sender.writer.write_all(lines.as_bytes()).unwrap();
-        let seen = sender.skip_until(&format!("{}: {batch}.7 {text}", sender.name));
-        if seen.contains(&cut) {
-            was_cut = true;
-            break;
-        }
-    }
-    assert!(was_cut, "the non-reader was cut");
+    let seen = send_until_cut(&mut sender, &text, &cut);
+    assert!(seen.contains(&cut), "the non-reader was cut");
     // Now read what the kernel had for the victim: a reset ends it, not
     // an orderly EOF after megabytes that only waited for this read.
     victim.set_read_timeout(Some(READ_TIMEOUT)).unwrap();

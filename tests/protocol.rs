@@ -207,13 +207,7 @@ fn slow_reader_is_cut_off_while_others_get_every_line() {
     let mut sender = server.join();
     let mut writer = sender.stream().try_clone().unwrap();
     // The slow user asks for a tiny receive buffer and never reads.
-    let slow = {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket.connect(&server.addr.into()).unwrap();
-        std::net::TcpStream::from(socket)
-    };
+    let slow = common::connect_with_recv_buffer(server.addr, 4096);
     let slow_name = slow.local_addr().unwrap().to_string();
     observer.skip_until(&format!("{} has arrived", sender.name));
     observer.skip_until(&format!("{slow_name} has arrived"));

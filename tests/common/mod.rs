@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use chatd::{Config, Server, ShutdownHandle};
+use socket2::{Domain, Socket, Type};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
@@ -48,6 +49,14 @@ impl TestServer {
         Client::join(self.addr)
     }
 
+    /// Connects a client, reads its greeting and waits until `watcher` has
+    /// seen it arrive.
+    pub fn join_seen_by(&self, watcher: &mut Client) -> Client {
+        let client = self.join();
+        watcher.skip_until(&format!("{} has arrived", client.name));
+        client
+    }
+
     /// Asks the server to shut down and waits for its thread.
     pub fn stop(mut self) {
         self.shutdown_and_join();
@@ -80,7 +89,12 @@ pub struct Client {
 impl Client {
     /// Connects without reading anything.
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).expect("connect");
+        Client::from_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Wraps an already connected stream (say one from
+    /// [`connect_with_recv_buffer`]) without reading anything.
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         let name = stream.local_addr().unwrap().to_string();
         Client {
@@ -93,9 +107,14 @@ impl Client {
     /// Connects and checks the greeting `You are ADDR`.
     pub fn join(addr: SocketAddr) -> Client {
         let mut client = Client::connect(addr);
-        let greeting = format!("You are {}", client.name);
-        client.expect(&greeting);
+        client.expect_greeting();
         client
+    }
+
+    /// Reads the greeting and checks that it is `You are ADDR`.
+    pub fn expect_greeting(&mut self) {
+        let greeting = format!("You are {}", self.name);
+        self.expect(&greeting);
     }
 
     /// Sends `line` and a newline.
@@ -191,6 +210,16 @@ impl Client {
     pub fn stream(&self) -> &TcpStream {
         &self.writer
     }
+}
+
+/// Connects with `SO_RCVBUF` set to `bytes` before the handshake: a small
+/// buffer makes a reader the server's output piles up for, a large one a
+/// reader that never falls behind. Reads nothing.
+pub fn connect_with_recv_buffer(addr: SocketAddr, bytes: usize) -> TcpStream {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    socket.into()
 }
 
 /// Polls `condition` until it holds or `limit` passes (for state that is not
