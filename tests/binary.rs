@@ -3,67 +3,10 @@
 
 mod common;
 
-use common::{Client, READ_TIMEOUT};
+use common::{CHATD, Client, READ_TIMEOUT, RealServer};
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
-
-/// The real server on a free port; killed on drop if still running.
-struct RealServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl RealServer {
-    /// Starts `chatd --listen 127.0.0.1:0 ARGS` and reads its bound address
-    /// from the `listening on ADDR` log line.
-    fn start(args: &[&str]) -> RealServer {
-        let mut child = Command::new(CHATD)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("chatd starts");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("chatd logs before exiting")
-                .expect("stderr is text");
-            if let Some((_, addr)) = line.split_once("listening on ") {
-                break addr.trim().parse().expect("a socket address");
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        RealServer { child, addr }
-    }
-
-    /// Waits (bounded) for the process to exit and returns its status.
-    fn wait(&mut self) -> std::process::ExitStatus {
-        let end = Instant::now() + READ_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < end, "chatd did not exit in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for RealServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn help_and_version_work() {
@@ -110,9 +53,7 @@ fn sigterm_tells_everyone_and_exits_zero() {
     for client in clients.iter_mut() {
         client.skip_until(&format!("{last}: ready"));
     }
-    // SAFETY: kill only sends a signal to our own child process.
-    let sent = unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(sent, 0);
+    server.terminate();
     for client in clients.iter_mut() {
         client.expect("Server is shutting down");
         client.expect_eof();

@@ -8,13 +8,14 @@ mod common;
 
 use chatd::Config;
 use chatd::flood::FloodLimit;
-use common::{Client, READ_TIMEOUT, TestServer, connect_with_recv_buffer, wait_for};
+use common::{
+    CHATD, Client, READ_TIMEOUT, RealServer, TestServer, connect_with_recv_buffer, wait_for,
+};
 use socket2::SockRef;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 // ---------------------------------------------------------------------------
@@ -198,116 +199,59 @@ fn assert_departed_once(lines: &[String], gone: &HashSet<String>) {
 // Point 1: out of file descriptors
 // ---------------------------------------------------------------------------
 
-/// The real binary, started under a 64-descriptor limit, with its stderr
-/// collected line by line.
-struct LimitedChatd {
-    child: Child,
-    pid: u32,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl LimitedChatd {
-    fn start(nofile: u64, args: &[&str]) -> LimitedChatd {
-        let bin = env!("CARGO_BIN_EXE_chatd");
-        let limit = format!("--nofile={nofile}:{nofile}");
-        let mut command = if Command::new("prlimit").arg("--version").output().is_ok() {
-            let mut c = Command::new("prlimit");
-            c.arg(&limit).arg(bin);
-            c
-        } else {
-            // No util-linux: set the same limit between fork and exec.
-            let mut c = Command::new(bin);
-            use std::os::unix::process::CommandExt;
-            // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
-            unsafe {
-                c.pre_exec(move || {
-                    let rl = libc::rlimit {
-                        rlim_cur: nofile as libc::rlim_t,
-                        rlim_max: nofile as libc::rlim_t,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            c
-        };
-        command
-            .args(args)
-            .args(["--listen", "127.0.0.1:0", "--log-level", "info"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("start chatd");
-        let pid = child.id();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(at) = line.find("listening on ") {
-                    let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
+/// The real binary under a `nofile` descriptor limit (through `prlimit`,
+/// or setrlimit between fork and exec where util-linux is missing).
+fn limited_chatd(nofile: u64, args: &[&str]) -> RealServer {
+    let limit = format!("--nofile={nofile}:{nofile}");
+    let mut command = if Command::new("prlimit").arg("--version").output().is_ok() {
+        let mut c = Command::new("prlimit");
+        c.arg(&limit).arg(CHATD);
+        c
+    } else {
+        let mut c = Command::new(CHATD);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+        unsafe {
+            c.pre_exec(move || {
+                let rl = libc::rlimit {
+                    rlim_cur: nofile as libc::rlim_t,
+                    rlim_max: nofile as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(READ_TIMEOUT)
-            .expect("chatd logs `listening on ADDR`")
-            .parse()
-            .expect("a socket address");
-        LimitedChatd {
-            child,
-            pid,
-            addr,
-            log,
+                Ok(())
+            });
         }
-    }
-
-    fn log_count(&self, needle: &str) -> usize {
-        let log = self.log.lock().unwrap();
-        log.iter().filter(|line| line.contains(needle)).count()
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// utime + stime in seconds.
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
-        // Fields after the parenthesised command name; utime and stime are
-        // fields 14 and 15 of the whole line, 12 and 13 after `) `.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = rest.split(' ').collect();
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        ticks as f64 / hz
-    }
-
-    fn terminate(mut self) {
-        // SAFETY: kill on our own child's pid.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
-        let status = self.child.wait().expect("wait chatd");
-        assert!(status.success(), "chatd exit status {status}");
-    }
+        c
+    };
+    command.args(args).args(["--log-level", "info"]);
+    RealServer::spawn(command)
 }
 
-impl Drop for LimitedChatd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 of the whole line, 12 and 13 after `) `.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / hz
+}
+
+/// Stops the server with SIGTERM and checks it exits 0.
+fn terminate(mut server: RealServer) {
+    server.terminate();
+    let status = server.wait();
+    assert!(status.success(), "chatd exit status {status}");
 }
 
 #[test]
 fn out_of_descriptors_pauses_accepting_without_spinning() {
-    let server = LimitedChatd::start(64, &["--max-clients", "1000"]);
+    let server = limited_chatd(64, &["--max-clients", "1000"]);
     assert_eq!(
         server.log_count("open-file limit: soft 64 = hard 64"),
         1,
@@ -345,9 +289,9 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
     );
 
     // The loop must sleep, not spin, while descriptors are short.
-    let before = server.cpu_seconds();
+    let before = cpu_seconds(server.pid());
     std::thread::sleep(Duration::from_secs(2));
-    let used = server.cpu_seconds() - before;
+    let used = cpu_seconds(server.pid()) - before;
     println!("chatd CPU over 2 s while out of descriptors: {used:.2} s");
     assert!(
         used < 0.5,
@@ -381,18 +325,18 @@ fn out_of_descriptors_pauses_accepting_without_spinning() {
     first_reaches_last(&mut newcomers, "we got in");
     drop(newcomers);
     drop(waiting);
-    server.terminate();
+    terminate(server);
 }
 
 #[test]
 fn default_max_clients_keeps_a_reserve_below_the_fd_limit() {
-    let server = LimitedChatd::start(64, &[]);
+    let server = limited_chatd(64, &[]);
     assert!(
         wait_for(READ_TIMEOUT, || server.log_count("max clients 32,") == 1),
         "64 descriptors less the reserve of 32:\n{}",
         server.log_text()
     );
-    server.terminate();
+    terminate(server);
 }
 
 // ---------------------------------------------------------------------------

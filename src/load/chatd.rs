@@ -6,8 +6,12 @@
 //! the `listening on ADDR` line chatd logs at start; a helper thread keeps
 //! draining chatd's stderr afterwards, because a child blocked on a full
 //! pipe would look exactly like a slow server.
+//!
+//! chatstress includes this file too (`#[path]`), with its own flags; the
+//! items only one of the two tools uses are marked `allow(dead_code)`.
 
 use std::collections::VecDeque;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,14 +20,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use super::procstat::{self, ProcSample};
+
 /// How long chatd gets to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long chatd gets to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Log lines kept for error messages.
 const TAIL_LINES: usize = 20;
+/// Warning, error and panic lines kept for [`Chatd::show_warnings`].
+const MAX_WARNINGS: usize = 2000;
 
-/// The flags every measured chatd gets.
+/// The flags every chatd chatload measures gets.
+#[allow(dead_code)] // chatload only
 pub const BASE_ARGS: [&str; 6] = [
     "--listen",
     "127.0.0.1:0",
@@ -38,6 +47,10 @@ pub const BASE_ARGS: [&str; 6] = [
 struct LogWatch {
     /// Lines mentioning `too slow` (clients cut off for not reading).
     too_slow: AtomicUsize,
+    /// Lines mentioning `panicked`.
+    panics: AtomicUsize,
+    /// Lines with `WARN`, `ERROR` or `panicked` (the first [`MAX_WARNINGS`]).
+    warnings: Mutex<Vec<String>>,
     tail: Mutex<VecDeque<String>>,
 }
 
@@ -52,6 +65,7 @@ pub struct Chatd {
 
 /// The chatd to run: `explicit`, or the `chatd` next to this executable
 /// (cargo builds both binaries into the same `target/<profile>` directory).
+#[allow(dead_code)] // chatload only
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
@@ -72,12 +86,15 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 impl Chatd {
-    /// Starts `path` with [`BASE_ARGS`] plus `extra` and waits for its
-    /// listening address.
-    pub fn start(path: &Path, extra: &[&str]) -> Result<Chatd, String> {
+    /// Starts `path` with `args` (chatload passes [`BASE_ARGS`]) and waits
+    /// for its listening address.
+    pub fn start<I, S>(path: &Path, args: I) -> Result<Chatd, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut child = Command::new(path)
-            .args(BASE_ARGS)
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -105,6 +122,16 @@ impl Chatd {
                 let line = String::from_utf8_lossy(&raw).trim_end().to_string();
                 if line.contains("too slow") {
                     watch.too_slow.fetch_add(1, Ordering::Relaxed);
+                }
+                let panicked = line.contains("panicked");
+                if panicked {
+                    watch.panics.fetch_add(1, Ordering::Relaxed);
+                }
+                if (panicked || line.contains("WARN") || line.contains("ERROR"))
+                    && let Ok(mut warnings) = watch.warnings.lock()
+                    && warnings.len() < MAX_WARNINGS
+                {
+                    warnings.push(line.clone());
                 }
                 // Only the first listener is used: the sender goes after it.
                 if let Some(addr) = listening_addr(&line)
@@ -142,6 +169,41 @@ impl Chatd {
     /// How many `too slow` lines chatd has logged.
     pub fn too_slow_count(&self) -> usize {
         self.log.too_slow.load(Ordering::Relaxed)
+    }
+
+    /// How many `panicked` lines chatd has logged.
+    #[allow(dead_code)] // chatstress only
+    pub fn panic_count(&self) -> usize {
+        self.log.panics.load(Ordering::Relaxed)
+    }
+
+    /// Prints up to `n` of the warnings chatd logged, those about `name`
+    /// first.
+    #[allow(dead_code)] // chatstress only
+    pub fn show_warnings(&self, name: &str, n: usize) {
+        let Ok(w) = self.log.warnings.lock() else {
+            return;
+        };
+        for line in w
+            .iter()
+            .filter(|l| l.contains(name))
+            .chain(w.iter().filter(|l| !l.contains(name)))
+            .take(n)
+        {
+            println!("  chatd: {line}");
+        }
+    }
+
+    /// True while the process runs.
+    #[allow(dead_code)] // chatstress only
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// chatd's CPU and memory now, from /proc (zeros if unreadable).
+    #[allow(dead_code)] // chatstress only
+    pub fn sample(&self) -> ProcSample {
+        procstat::sample(self.pid).unwrap_or_default()
     }
 
     /// The last lines chatd logged.

@@ -86,7 +86,7 @@ pub fn run_cli(o: &Options) -> i32 {
     let mut addr = o.addr;
     let mut pid = o.server_pid;
     if let Some(path) = &o.chatd {
-        match chatd::locate(Some(path)).and_then(|p| Chatd::start(&p, &[])) {
+        match chatd::locate(Some(path)).and_then(|p| Chatd::start(&p, chatd::BASE_ARGS)) {
             Ok(c) => {
                 addr = c.addr;
                 pid = Some(c.pid);

@@ -106,7 +106,7 @@ fn base(o: &Options) -> Options {
 
 /// Starts a fresh chatd and runs one session against it.
 fn session(path: &Path, o: &Options) -> Result<(SessionReport, usize), String> {
-    let server = Chatd::start(path, &[])?;
+    let server = Chatd::start(path, chatd::BASE_ARGS)?;
     let rep = scenario::run_session(o, server.addr, Some(server.pid));
     let kicked = server.too_slow_count();
     server.stop();
@@ -505,7 +505,7 @@ pub fn run_smoke(o: &Options) -> i32 {
         slow: 0,
         ..o.clone()
     };
-    let server = match Chatd::start(&path, &[]) {
+    let server = match Chatd::start(&path, chatd::BASE_ARGS) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("chatload: {e}");

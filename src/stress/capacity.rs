@@ -7,7 +7,7 @@
 //! needs more than its 20,000 descriptors. Parent and children talk over
 //! the children's stdin/stdout, one command or report per line.
 
-use super::{Chatd, Checks, Outcome, mib};
+use super::{Checks, Outcome, mib, start_chatd};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -67,8 +67,7 @@ pub fn run(opts: Options) -> Outcome {
         opts.per_process
     );
     // Idle timeout well past the run, so nobody is kicked while measured.
-    let server = Chatd::start(&opts.chatd, &["--idle-timeout".into(), "600".into()])
-        .map_err(|e| e.to_string())?;
+    let server = start_chatd(&opts.chatd, &["--idle-timeout".into(), "600".into()])?;
     std::thread::sleep(Duration::from_millis(200));
     let base = server.sample();
     println!("  server RSS at start: {}", mib(base.rss));
@@ -158,10 +157,7 @@ pub fn run(opts: Options) -> Outcome {
         format!("idle CPU {:.2}% < 1% of a core", idle_cpu * 100.0),
     );
     checks.check(server.alive(), "server alive");
-    checks.check(
-        server.panics.load(std::sync::atomic::Ordering::Relaxed) == 0,
-        "no panic in the log",
-    );
+    checks.check(server.panic_count() == 0, "no panic in the log");
     for w in &mut workers {
         let _ = w.tell("quit");
     }
@@ -174,7 +170,7 @@ pub fn run(opts: Options) -> Outcome {
 
 /// The child side: holds `count` connections, obeys its parent.
 pub fn child(addr: SocketAddr, count: usize) -> Outcome {
-    super::raise_nofile();
+    super::raise_nofile_limit();
     let mut streams = Vec::with_capacity(count);
     for i in 0..count {
         let stream = connect_retrying(addr).map_err(|e| format!("connect #{i}: {e}"))?;

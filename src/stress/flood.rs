@@ -6,7 +6,7 @@
 //! memory stays flat: it stops reading the flooder and TCP backpressure
 //! does the rest.
 
-use super::{Chatd, Checks, LineClient, Outcome, RssSampler, mib, percentile};
+use super::{Checks, LineClient, Outcome, RssSampler, mib, percentile, start_chatd};
 use socket2::SockRef;
 use std::io::Write;
 use std::path::PathBuf;
@@ -44,7 +44,7 @@ pub fn run(opts: Options) -> Outcome {
     if let Some(rate) = opts.flood_rate {
         args.extend(["--flood-rate".into(), rate.to_string()]);
     }
-    let mut server = Chatd::start(&opts.chatd, &args).map_err(|e| e.to_string())?;
+    let mut server = start_chatd(&opts.chatd, &args)?;
     let base = server.sample();
     let sampler = RssSampler::start(server.pid, Duration::from_millis(20));
     let timeout = Duration::from_secs(30);
@@ -225,7 +225,7 @@ pub fn run(opts: Options) -> Outcome {
     );
     checks.check(server.alive(), "server alive");
     checks.check(
-        server.panics.load(Ordering::Relaxed) == 0,
+        server.panic_count() == 0,
         format!("no panic in the log; flooder was {flooder_name}"),
     );
     checks.check(server.stop(), "server exits 0 on SIGTERM");

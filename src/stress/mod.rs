@@ -8,14 +8,22 @@ pub mod flood;
 pub mod slow;
 pub mod soak;
 
+// Starting, watching, sampling and stopping chatd is chatload's code.
+#[path = "../load/chatd.rs"]
+mod chatd;
+#[path = "../load/procstat.rs"]
+mod procstat;
+
+pub use chatd::Chatd;
+pub use procstat::raise_nofile_limit;
+
 use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What a scenario returns: Ok, or the list of failed checks.
 pub type Outcome = Result<(), String>;
@@ -64,173 +72,17 @@ fn extra_args() -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A chatd child process with its stderr watched.
-pub struct Chatd {
-    child: Child,
-    pub pid: i32,
-    pub addr: SocketAddr,
-    /// Warnings and errors seen in the log (at most 200 kept).
-    pub warnings: Arc<Mutex<Vec<String>>>,
-    /// Count of log lines containing `too slow`.
-    pub too_slow: Arc<AtomicU64>,
-    /// Count of log lines containing `panicked`.
-    pub panics: Arc<AtomicU64>,
-    _log: JoinHandle<()>,
-}
-
-impl Chatd {
-    /// Starts `bin` on 127.0.0.1:0 with `args`, and waits for its
-    /// `listening on ADDR` line.
-    pub fn start(bin: &PathBuf, args: &[String]) -> io::Result<Chatd> {
-        let mut child = Command::new(bin)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .args(extra_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot start {}: {e}", bin.display()))
-            })?;
-        let pid = child.id() as i32;
-        let stderr = child.stderr.take().expect("piped stderr");
-        let warnings = Arc::new(Mutex::new(Vec::new()));
-        let too_slow = Arc::new(AtomicU64::new(0));
-        let panics = Arc::new(AtomicU64::new(0));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = {
-            let (warnings, too_slow, panics) = (
-                Arc::clone(&warnings),
-                Arc::clone(&too_slow),
-                Arc::clone(&panics),
-            );
-            std::thread::spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(at) = line.find("listening on ")
-                        && let Some(tx) = tx.take()
-                    {
-                        let _ = tx.send(line[at + 13..].trim().to_string());
-                    }
-                    if line.contains("too slow") {
-                        too_slow.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if line.contains("panicked") {
-                        panics.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if line.contains("WARN") || line.contains("ERROR") || line.contains("panicked")
-                    {
-                        let mut w = warnings.lock().unwrap();
-                        if w.len() < 2000 {
-                            w.push(line);
-                        }
-                    }
-                }
-            })
-        };
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| io::Error::other("chatd did not log `listening on ADDR` within 10 s"))?;
-        let addr = addr
-            .parse()
-            .map_err(|_| io::Error::other(format!("bad listen address {addr:?}")))?;
-        Ok(Chatd {
-            child,
-            pid,
-            addr,
-            warnings,
-            too_slow,
-            panics,
-            _log: log,
-        })
-    }
-
-    /// Prints up to `n` of the warnings seen, those about `name` first.
-    pub fn show_warnings(&self, name: &str, n: usize) {
-        let w = self.warnings.lock().unwrap();
-        for line in w
-            .iter()
-            .filter(|l| l.contains(name))
-            .chain(w.iter().filter(|l| !l.contains(name)))
-            .take(n)
-        {
-            println!("  chatd: {line}");
-        }
-    }
-
-    /// True while the process runs.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Current counters from /proc.
-    pub fn sample(&self) -> ProcSample {
-        ProcSample::read(self.pid).unwrap_or_default()
-    }
-
-    /// SIGTERM, then wait (at most 5 s) and return whether it exited 0.
-    pub fn stop(mut self) -> bool {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.pid, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        false
-    }
-}
-
-impl Drop for Chatd {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// CPU and memory of a process, from /proc.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcSample {
-    /// utime + stime, seconds.
-    pub cpu_s: f64,
-    /// VmRSS, bytes.
-    pub rss: u64,
-    /// VmHWM (peak RSS), bytes.
-    pub hwm: u64,
-}
-
-impl ProcSample {
-    /// Reads /proc/PID/stat and /proc/PID/status.
-    pub fn read(pid: i32) -> io::Result<ProcSample> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-        let mut fields = after.split_whitespace();
-        let utime: u64 = fields.nth(11).and_then(|f| f.parse().ok()).unwrap_or(0);
-        let stime: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let kib = |key: &str| -> u64 {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l[key.len()..].split_whitespace().next()?.parse().ok())
-                .unwrap_or(0)
-        };
-        Ok(ProcSample {
-            cpu_s: (utime + stime) as f64 / hz,
-            rss: kib("VmRSS:") * 1024,
-            hwm: kib("VmHWM:") * 1024,
-        })
-    }
+/// Starts `bin` on 127.0.0.1:0 with `args` (and those of
+/// `CHATSTRESS_CHATD_ARGS`), and waits for its `listening on ADDR` line.
+pub fn start_chatd(bin: &Path, args: &[String]) -> Result<Chatd, String> {
+    let listen = ["--listen", "127.0.0.1:0"].map(String::from);
+    Chatd::start(
+        bin,
+        listen
+            .into_iter()
+            .chain(args.iter().cloned())
+            .chain(extra_args()),
+    )
 }
 
 /// Samples a process's RSS every `every` until stopped; keeps the peak.
@@ -248,7 +100,7 @@ impl RssSampler {
             let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    if let Ok(s) = ProcSample::read(pid) {
+                    if let Ok(s) = procstat::sample(pid) {
                         peak.fetch_max(s.rss, Ordering::Relaxed);
                     }
                     std::thread::sleep(every);
@@ -274,23 +126,6 @@ impl RssSampler {
         }
         self.peak()
     }
-}
-
-/// Raises this process's soft open-file limit to the hard one.
-pub fn raise_nofile() -> u64 {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: plain getrlimit/setrlimit on a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
-            return 0;
-        }
-        rl.rlim_cur = rl.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-    }
-    rl.rlim_cur
 }
 
 /// A blocking line client: connects, reads its greeting.

@@ -5,11 +5,10 @@
 //! server's RSS (sampled, and its VmHWM peak) must stay under
 //! clients x max-outbound + 64 MiB.
 
-use super::{Chatd, Checks, LineClient, Outcome, RssSampler, mib};
+use super::{Checks, LineClient, Outcome, RssSampler, mib, start_chatd};
 use std::io::{BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub struct Options {
@@ -96,7 +95,7 @@ fn read_all(client: LineClient) -> Seen {
 }
 
 pub fn run(opts: Options) -> Outcome {
-    super::raise_nofile();
+    super::raise_nofile_limit();
     let clients = opts.non_readers + opts.readers + 1;
     println!(
         "slow: {} non-readers, {} readers, 1 sender of {}-byte lines for {} s, --max-outbound {}",
@@ -112,7 +111,7 @@ pub fn run(opts: Options) -> Outcome {
     ]
     .map(String::from)
     .to_vec();
-    let mut server = Chatd::start(&opts.chatd, &args).map_err(|e| e.to_string())?;
+    let mut server = start_chatd(&opts.chatd, &args)?;
     let base = server.sample();
     let sampler = RssSampler::start(server.pid, Duration::from_millis(20));
     let timeout = Duration::from_secs(60);
@@ -174,7 +173,7 @@ pub fn run(opts: Options) -> Outcome {
         .iter()
         .filter(|s| s.ended && s.error.is_none() && s.lines == sent)
         .count();
-    let cut = server.too_slow.load(Ordering::Relaxed);
+    let cut = server.too_slow_count();
     println!(
         "  server RSS: start {}, peak sampled {}, VmHWM {}, end {}; bound {}",
         mib(base.rss),
@@ -211,7 +210,7 @@ pub fn run(opts: Options) -> Outcome {
         format!("sender got its {sent} echoes ({:?})", own.error),
     );
     checks.check(
-        cut == opts.non_readers as u64,
+        cut == opts.non_readers,
         format!("{cut} cut as too slow = {} non-readers", opts.non_readers),
     );
     checks.check(

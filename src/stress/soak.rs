@@ -15,7 +15,7 @@
 //! At the end: the server is alive, nobody was cut off, `who` lists nobody
 //! left over, and its RSS is back near where it started.
 
-use super::{Chatd, Checks, LineClient, Outcome, Rng, mib};
+use super::{Chatd, Checks, LineClient, Outcome, Rng, mib, start_chatd};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use socket2::SockRef;
@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 pub struct Options {
@@ -131,7 +130,7 @@ struct Soak {
 }
 
 pub fn run(opts: Options) -> Outcome {
-    super::raise_nofile();
+    super::raise_nofile_limit();
     println!(
         "soak: {} clients for {:.0} s; per client: a line every {:?}, a rename every {:?}, \
          lifetime {:?}, offline {:?} (means); seed {}",
@@ -146,7 +145,7 @@ pub fn run(opts: Options) -> Outcome {
     let args: Vec<String> = ["--flood-rate", "0", "--idle-timeout", "0"]
         .map(String::from)
         .to_vec();
-    let mut server = Chatd::start(&opts.chatd, &args).map_err(|e| e.to_string())?;
+    let mut server = start_chatd(&opts.chatd, &args)?;
     std::thread::sleep(Duration::from_millis(200));
     let base = server.sample();
     let started = Instant::now();
@@ -218,10 +217,7 @@ pub fn run(opts: Options) -> Outcome {
         s.unexpected_closes == 0,
         format!("{} clients cut off unexpectedly", s.unexpected_closes),
     );
-    checks.check(
-        server.too_slow.load(Ordering::Relaxed) == 0,
-        "nobody cut as too slow",
-    );
+    checks.check(server.too_slow_count() == 0, "nobody cut as too slow");
     checks.check(
         alone,
         format!("`who` lists nobody left behind ({listed:?})"),
@@ -235,10 +231,7 @@ pub fn run(opts: Options) -> Outcome {
         ),
     );
     checks.check(server.alive(), "server alive");
-    checks.check(
-        server.panics.load(Ordering::Relaxed) == 0,
-        "no panic in the log",
-    );
+    checks.check(server.panic_count() == 0, "no panic in the log");
     checks.check(server.stop(), "server exits 0 on SIGTERM");
     checks.outcome()
 }

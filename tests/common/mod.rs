@@ -234,3 +234,99 @@ pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     }
     condition()
 }
+
+/// The real `chatd` binary, started from a prepared command (so a test can
+/// wrap it, e.g. in `prlimit`); its log is kept for the test to search, and
+/// it is killed on drop if still running.
+pub struct RealServer {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Path of the binary under test.
+pub const CHATD: &str = env!("CARGO_BIN_EXE_chatd");
+
+impl RealServer {
+    /// `chatd --listen 127.0.0.1:0 ARGS`.
+    pub fn start(args: &[&str]) -> RealServer {
+        let mut command = std::process::Command::new(CHATD);
+        command.args(args);
+        RealServer::spawn(command)
+    }
+
+    /// Runs `command` (which must end up running chatd) with
+    /// `--listen 127.0.0.1:0` added, and reads the bound address from the
+    /// `listening on ADDR` log line.
+    pub fn spawn(mut command: std::process::Command) -> RealServer {
+        use std::process::Stdio;
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("chatd starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = std::sync::Arc::clone(&log);
+        // Keep draining the log so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, addr)) = line.split_once("listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(READ_TIMEOUT)
+            .expect("chatd logs `listening on ADDR`")
+            .parse()
+            .expect("a socket address");
+        RealServer { child, addr, log }
+    }
+
+    /// The process id, for signals and /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How many log lines so far contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|line| line.contains(needle)).count()
+    }
+
+    /// The whole log so far, for failure messages.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        // SAFETY: kill only sends a signal to our own child process.
+        let sent = unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM delivered");
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let end = Instant::now() + READ_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "chatd did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
