@@ -7,20 +7,24 @@
 //! ```text
 //!            +-------------------------------------------------------+
 //!            v                                                       |
-//!   poll(timeout = time to next tick / flood wake-up)                |
+//!   poll(until: next tick, wake-up, held flush, accept pause)        |
 //!            |                                                       |
 //!   1. events: accept until WouldBlock; read + run lines (session);  |
 //!              writable -> flush that outbox                         |
-//!   2. flood wake-ups: resume readers whose token is back            |
-//!   3. tick (every 100 ms): idle wheel, presence batch, accept pause |
-//!   4. flush every outbox touched this iteration (one write each)    |
+//!   2. wake-ups: resume readers whose token (or turn) is back        |
+//!   3. tick (every 100 ms): idle wheel, presence batch, buffers      |
+//!      accept pause over? accept what waited                         |
+//!   4. flush every outbox touched this iteration (one write each),   |
+//!      then note whether a reading user is falling behind            |
 //!   5. reap users who left (last flush, deregister, close) ----------+
 //! ```
 //!
 //! All sockets are registered edge-triggered, so every accept and read loop
-//! runs until `WouldBlock` — except when flood control stops reading early;
-//! then the connection is remembered in a wake-up heap and resumed when its
-//! next token is due, which is what turns flood control into TCP backpressure.
+//! runs until `WouldBlock` — except when reading stops early: a client out
+//! of flood tokens, one that had its 64 lines this turn, or everyone while a
+//! reading user is falling behind. Then the connection is remembered in a
+//! wake-up heap and resumed when due, which is what turns flood control (and
+//! a room that cannot keep up) into TCP backpressure on the sender.
 
 use crate::clean::clean_line;
 use crate::command;
@@ -278,8 +282,8 @@ impl Server {
         }
     }
 
-    /// How long the poll may sleep: until the next tick, flood wake-up or
-    /// end of an accept pause, whichever is first.
+    /// How long the poll may sleep: until the next tick, flood wake-up,
+    /// held flush or end of an accept pause, whichever is first.
     fn poll_timeout(&self, now: Instant) -> Duration {
         let mut wake = self.tick_start(self.tick + 1);
         if let Some(Reverse((at, _, _))) = self.flood_wakeups.peek() {
