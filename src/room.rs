@@ -143,15 +143,7 @@ impl Room {
 
     /// Queues `line` for one user. A user whose outbox overflows is cut off.
     pub fn send(&mut self, key: usize, line: &str) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if !conn.is_present() {
-            return;
-        }
-        if let Err(reason) = queue(conn, key, line, self.max_outbound, &mut self.queued) {
-            self.leave(key, reason);
-        }
+        self.queue_lines(key, &[line], self.max_outbound);
     }
 
     /// Queues a multi-line reply (`who`) for one user. If nothing else is
@@ -159,23 +151,9 @@ impl Room {
     /// `--max-outbound` (a 20,000-user list is larger than the default
     /// limit), so the bound per user is the limit plus one such reply.
     pub fn send_block(&mut self, key: usize, lines: &[String]) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if !conn.is_present() {
-            return;
-        }
-        let limit = if conn.outbox.is_empty() {
-            usize::MAX
-        } else {
-            self.max_outbound
-        };
-        for line in lines {
-            if let Err(reason) = queue(conn, key, line, limit, &mut self.queued) {
-                self.leave(key, reason);
-                return;
-            }
-        }
+        let idle = self.conns.get(key).is_some_and(|c| c.outbox.is_empty());
+        let limit = if idle { usize::MAX } else { self.max_outbound };
+        self.queue_lines(key, lines, limit);
     }
 
     /// Queues a user-caused `line` for every present user, after announcing
@@ -201,12 +179,11 @@ impl Room {
     /// Takes `key` out of the room: name freed, departure batched, nothing
     /// more queued for it. The connection stays until reaped.
     pub fn leave(&mut self, key: usize, reason: Leave) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if !conn.is_present() {
+        if !self.conns.get(key).is_some_and(Conn::is_present) {
             return;
         }
+        let seq = self.take_seq();
+        let conn = &mut self.conns[key];
         match reason {
             Leave::TooSlow => {
                 warn!(
@@ -222,8 +199,6 @@ impl Room {
             _ => info!("{} ({}) left: {reason}", conn.name, conn.peer),
         }
         if reason != Leave::Shutdown {
-            let seq = self.next_seq;
-            self.next_seq += 1;
             self.presence.left(seq, &conn.name, reason.notice_reason());
         }
         let folded = names::fold(&conn.name);
@@ -363,6 +338,23 @@ impl Room {
             self.leave(key, reason);
         }
         self.overflowed = overflowed;
+    }
+
+    /// Queues `lines` for one present user, in order, under `limit`; a
+    /// user who cannot take them is cut off.
+    fn queue_lines<S: AsRef<str>>(&mut self, key: usize, lines: &[S], limit: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.is_present() {
+            return;
+        }
+        for line in lines {
+            if let Err(reason) = queue(conn, key, line.as_ref(), limit, &mut self.queued) {
+                self.leave(key, reason);
+                return;
+            }
+        }
     }
 
     fn take_seq(&mut self) -> Seq {
