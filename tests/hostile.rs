@@ -12,34 +12,12 @@ use chatd::clean::clean_line;
 use chatd::command::{self, Command};
 use chatd::framing::{Frame, LineFramer};
 use common::TestServer;
+use common::reference::{Event, reference};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------
 // Property tests: framing + cleaning + parsing
 // ---------------------------------------------------------------------------
-
-/// A frame as an owned value: `Some(line)` or `None` for "too long".
-type Event = Option<Vec<u8>>;
-
-fn strip_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-/// What PROTOCOL.md says the whole input is, split the obvious way: lines
-/// end at `\n`, lose one `\r`, and are too long past `max_line`; a final
-/// unterminated piece is a line too (the client closed).
-fn reference(input: &[u8], max_line: usize) -> Vec<Event> {
-    let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
-    let tail = parts.pop().unwrap_or_default();
-    let mut out: Vec<Event> = parts
-        .into_iter()
-        .map(|p| Some(strip_cr(p).to_vec()).filter(|l| l.len() <= max_line))
-        .collect();
-    if !tail.is_empty() {
-        out.push(Some(strip_cr(tail).to_vec()).filter(|l| l.len() <= max_line));
-    }
-    out
-}
 
 /// What a server does with the frames: clean, parse, check.
 fn check_frame(frame: Frame<'_>, max_line: usize) -> Result<Event, TestCaseError> {

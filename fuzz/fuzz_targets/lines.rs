@@ -18,22 +18,9 @@ use chatd::command::{self, Command};
 use chatd::framing::{Frame, LineFramer};
 use libfuzzer_sys::fuzz_target;
 
-fn strip_cr(line: &[u8]) -> &[u8] {
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
-fn reference(input: &[u8], max_line: usize) -> Vec<Option<Vec<u8>>> {
-    let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
-    let tail = parts.pop().unwrap_or_default();
-    let mut out: Vec<Option<Vec<u8>>> = parts
-        .into_iter()
-        .map(|p| Some(strip_cr(p).to_vec()).filter(|l| l.len() <= max_line))
-        .collect();
-    if !tail.is_empty() {
-        out.push(Some(strip_cr(tail).to_vec()).filter(|l| l.len() <= max_line));
-    }
-    out
-}
+#[path = "../../tests/common/reference.rs"]
+mod reference;
+use reference::reference;
 
 fn check(frame: Frame<'_>, max_line: usize) -> Option<Vec<u8>> {
     match frame {

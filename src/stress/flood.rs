@@ -137,23 +137,8 @@ pub fn run(opts: Options) -> Outcome {
     let mut closer = LineClient::join(server.addr, timeout).map_err(|e| e.to_string())?;
     let listed = format!("  {flooder_name}");
     for _ in 0..600 {
-        closer.send("/who").map_err(|e| e.to_string())?;
-        let header = loop {
-            let line = closer.line().map_err(|e| e.to_string())?;
-            if line.ends_with(" online:") {
-                break line;
-            }
-        };
-        let count: usize = header
-            .split(' ')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        let mut still_there = false;
-        for _ in 0..count {
-            still_there |= closer.line().map_err(|e| e.to_string())? == listed;
-        }
-        if !still_there {
+        let users = closer.who().map_err(|e| e.to_string())?;
+        if !users.contains(&listed) {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));

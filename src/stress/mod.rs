@@ -187,6 +187,24 @@ impl LineClient {
         use std::io::Write;
         self.writer.write_all(format!("{line}\n").as_bytes())
     }
+
+    /// Sends `/who` and returns the user lines as sent (`  NAME`, with
+    /// ` (you)` on our own), skipping whatever arrives before the header.
+    pub fn who(&mut self) -> io::Result<Vec<String>> {
+        self.send("/who")?;
+        let header = loop {
+            let line = self.line()?;
+            if line.ends_with(" online:") {
+                break line;
+            }
+        };
+        let count: usize = header
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        (0..count).map(|_| self.line()).collect()
+    }
 }
 
 /// A small fast PRNG (xorshift64*), so no dependency is needed.

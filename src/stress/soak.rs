@@ -161,20 +161,8 @@ pub fn run(opts: Options) -> Outcome {
     let mut checker =
         LineClient::join(server.addr, Duration::from_secs(10)).map_err(|e| e.to_string())?;
     for _ in 0..100 {
-        checker.send("/who").map_err(|e| e.to_string())?;
-        let header = loop {
-            let line = checker.line().map_err(|e| e.to_string())?;
-            if line.ends_with(" online:") {
-                break line;
-            }
-        };
-        let n: usize = header
-            .split(' ')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        listed = (0..n).filter_map(|_| checker.line().ok()).collect();
-        if n == 1 {
+        listed = checker.who().map_err(|e| e.to_string())?;
+        if listed.len() == 1 {
             alone = true;
             break;
         }
