@@ -21,24 +21,24 @@ pub const DEFAULT_FLOOD: FloodLimit = FloodLimit {
     rate: 20,
     burst: 40,
 };
-/// Descriptors kept back from `--max-clients` for listeners, the poll
-/// instance, the signal pipe, stdio and logging.
-pub const FD_RESERVE: u64 = 32;
-/// The timer tick: presence batches flush and idle users are checked this often.
-pub const TICK: Duration = Duration::from_millis(100);
-/// How long accepting pauses after the process ran out of descriptors.
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Output queued for all users together past which input waits (256 MiB).
+pub const DEFAULT_MAX_OUTBOUND_TOTAL: usize = 256 << 20;
+/// Rooms that may exist at once, the lobby included.
+pub const DEFAULT_MAX_ROOMS: usize = 1000;
+/// Lines of history replayed on entering a room.
+pub const DEFAULT_HISTORY: usize = 20;
+/// Lines of history each room keeps in memory (PROTOCOL.md: "the last 1000
+/// lines of each room").
+pub const HISTORY_PER_ROOM: usize = 1000;
+/// Bytes of history all rooms keep in memory together (PROTOCOL.md: "at
+/// most 64 MiB in all").
+pub const HISTORY_MAX_BYTES: usize = 64 << 20;
+/// `--max-outbound` must leave room for one longest line plus this much
+/// (PROTOCOL.md: "a value below `--max-line` + 256 is refused").
+pub const OUTBOUND_LINE_MARGIN: usize = 256;
 /// The longest a flush may wait under load so several lines share one
 /// `write` (see [`Config::flush_window`]).
 pub const DEFAULT_FLUSH_WINDOW: Duration = Duration::from_millis(2);
-/// A flush touching at least this many outboxes counts as a large fan-out:
-/// only those are worth delaying, since their writes dominate the CPU.
-pub const LARGE_FANOUT: usize = 256;
-/// Coalescing starts once the previous tick saw this many large fan-outs,
-/// so an idle room never waits.
-pub const BUSY_FANOUTS_PER_TICK: u32 = 2;
-/// Listen backlog, large enough for a connect storm (mio's own bind uses 128).
-pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// Everything the server needs to know before it starts.
 #[derive(Debug, Clone)]
@@ -54,6 +54,14 @@ pub struct Config {
     pub max_clients: Option<usize>,
     /// Queued output, per client, past which it is cut off as too slow.
     pub max_outbound: usize,
+    /// Queued output, all clients together, past which input waits.
+    pub max_outbound_total: usize,
+    /// Rooms that may exist at once, the lobby included.
+    pub max_rooms: usize,
+    /// Lines of history replayed on entering a room; 0 = none.
+    pub history: usize,
+    /// The SQLite file for history and bans; `None` keeps history in memory.
+    pub db: Option<std::path::PathBuf>,
     /// Per-connection line rate limit.
     pub flood: FloodLimit,
     /// Install SIGINT/SIGTERM handlers (the binary does; in-process tests don't).
@@ -74,6 +82,10 @@ impl Default for Config {
             max_line: DEFAULT_MAX_LINE,
             max_clients: None,
             max_outbound: DEFAULT_MAX_OUTBOUND,
+            max_outbound_total: DEFAULT_MAX_OUTBOUND_TOTAL,
+            max_rooms: DEFAULT_MAX_ROOMS,
+            history: DEFAULT_HISTORY,
+            db: None,
             flood: DEFAULT_FLOOD,
             handle_signals: false,
             raise_fd_limit: true,
@@ -83,6 +95,26 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks the combinations of flags that would hurt every user, and
+    /// says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let min_outbound = self.max_line.saturating_add(OUTBOUND_LINE_MARGIN);
+        if self.max_outbound < min_outbound {
+            return Err(format!(
+                "--max-outbound {} must be at least --max-line {} + {OUTBOUND_LINE_MARGIN} = {min_outbound}, \
+                 or one long line would cut off every reader",
+                self.max_outbound, self.max_line
+            ));
+        }
+        if self.max_outbound_total < self.max_outbound {
+            return Err(format!(
+                "--max-outbound-total {} must be at least --max-outbound {}",
+                self.max_outbound_total, self.max_outbound
+            ));
+        }
+        Ok(())
+    }
+
     /// A config for tests and tools: one listener on 127.0.0.1 port 0.
     pub fn ephemeral() -> Self {
         Config {

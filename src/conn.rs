@@ -1,66 +1,22 @@
-//! One user's connection: its socket and everything the server keeps for it.
+//! One connection: its socket and everything the server keeps for it that
+//! is about bytes rather than chat (name and room live in [`crate::chat`]).
 //!
 //! A connection's cost is what this struct holds plus two lazily allocated
 //! buffers (the framer's partial line and the outbox), both empty and
 //! unallocated while the user is idle; README.md ("What a connection costs")
 //! gives the bytes.
 
+use crate::chat::Leave;
 use crate::flood::{FloodLimit, TokenBucket};
 use crate::framing::LineFramer;
-use crate::outbox::{Flushed, Outbox};
-use crate::presence::Seq;
+use crate::id::ConnId;
+use crate::outbox::Outbox;
+use crate::timer_wheel::TimerId;
+use crate::tuning::{MIN_READER_RATE, READER_CREDIT, READER_STALL};
 use mio::net::TcpStream;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::Instant;
-
-/// Why a user left; decides the departure notice and the log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Leave {
-    /// The client closed its side (EOF).
-    Closed,
-    /// The socket failed (reset, broken pipe, …).
-    Failed(String),
-    /// `/quit`, with its optional reason.
-    Quit(Option<String>),
-    /// No line for `--idle-timeout` seconds.
-    Idle,
-    /// More than `--max-outbound` bytes queued.
-    TooSlow,
-    /// The server is shutting down; nobody is told of anyone leaving.
-    Shutdown,
-}
-
-impl Leave {
-    /// The parenthesised reason in `NAME has left (REASON)`, if any.
-    pub fn notice_reason(&self) -> Option<&str> {
-        match self {
-            Leave::Quit(reason) => reason.as_deref(),
-            Leave::Idle => Some("idle timeout"),
-            Leave::TooSlow => Some("too slow"),
-            Leave::Closed | Leave::Failed(_) | Leave::Shutdown => None,
-        }
-    }
-
-    /// Whether the queued output is still worth a last write.
-    pub fn flush_on_close(&self) -> bool {
-        !matches!(self, Leave::TooSlow | Leave::Failed(_))
-    }
-}
-
-impl std::fmt::Display for Leave {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Leave::Closed => write!(f, "closed by client"),
-            Leave::Failed(error) => write!(f, "socket error: {error}"),
-            Leave::Quit(Some(reason)) => write!(f, "quit ({reason})"),
-            Leave::Quit(None) => write!(f, "quit"),
-            Leave::Idle => write!(f, "idle timeout"),
-            Leave::TooSlow => write!(f, "too slow"),
-            Leave::Shutdown => write!(f, "server shutdown"),
-        }
-    }
-}
 
 /// What one attempt to read from the socket found.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,18 +29,15 @@ pub enum ReadResult {
     Eof,
 }
 
-/// One connected user.
+/// One connected client.
 #[derive(Debug)]
 pub struct Conn {
-    /// The user's socket, registered with the poll under the slab key.
+    /// This connection's id (slab slot and generation); also its mio token.
+    pub id: ConnId,
+    /// The socket, registered with the poll under `id.token()`.
     pub socket: TcpStream,
-    /// Where the user connects from, for logs.
+    /// Where the client connects from.
     pub peer: SocketAddr,
-    /// The sequence number of this user's arrival: orders `who` and decides
-    /// which presence notices the user hears.
-    pub joined: Seq,
-    /// The current display name (initially the peer address).
-    pub name: String,
     /// Inbound bytes not yet taken as lines.
     pub framer: LineFramer,
     /// Outbound bytes not yet taken by the kernel.
@@ -93,75 +46,84 @@ pub struct Conn {
     pub bucket: TokenBucket,
     /// When the last line was processed (idle timeout).
     pub last_active: Instant,
+    /// The idle deadline in the server's timer wheel, removed at close.
+    pub idle_timer: Option<TimerId>,
+    /// When the connection was last *not stuck*: the kernel took some of
+    /// its output, or it had none queued. A client that reads keeps this
+    /// recent; one that stopped lets it age.
+    pub unstuck_at: Instant,
+    /// Drain credit in bytes while the outbox is above the high-water mark
+    /// (see [`Conn::holds_room`]), as of `credit_at`.
+    pub credit: i64,
+    /// When `credit` was last brought up to date.
+    pub credit_at: Instant,
     /// The socket returned `WouldBlock` since the last readable event, so
     /// reading again before the next one is pointless.
     pub read_drained: bool,
     /// The client sent EOF; what is left in the framer is its last input.
     pub read_eof: bool,
-    /// Waiting for a flood-control token (already in the server's wake list).
-    pub throttled: bool,
-    /// Already on the room's list of outboxes to flush this iteration.
+    /// Reading is suspended (flood token, turn over, or input held back);
+    /// the server's wake-up lists hold it exactly once.
+    pub parked: bool,
+    /// Already on the list of outboxes to flush this iteration.
     pub flush_queued: bool,
-    /// On the room's list of drained outboxes that still hold a buffer.
+    /// On the list of drained outboxes that still hold a buffer.
     pub buffer_retained: bool,
-    /// On the room's list of outboxes above the high-water mark.
+    /// On the list of outboxes above the high-water mark.
     pub backlog_listed: bool,
-    /// When the outbox last went above the high-water mark.
-    pub behind_since: Instant,
-    /// When the kernel last took bytes from the outbox: a client that reads
-    /// keeps this recent, one that never reads lets it age.
-    pub last_progress: Instant,
-    /// Set once the user has left: the connection only waits to be reaped.
+    /// Set once the connection is leaving: it only waits to be reaped.
     pub leaving: Option<Leave>,
 }
 
 impl Conn {
-    /// A freshly accepted connection, named after its peer address.
+    /// A freshly accepted connection.
     pub fn new(
+        id: ConnId,
         socket: TcpStream,
         peer: SocketAddr,
-        joined: Seq,
         max_line: usize,
         flood: FloodLimit,
         now: Instant,
     ) -> Self {
         Conn {
+            id,
             socket,
             peer,
-            joined,
-            name: peer.to_string(),
             framer: LineFramer::new(max_line),
             outbox: Outbox::new(),
             bucket: TokenBucket::full(flood, now),
             last_active: now,
+            idle_timer: None,
+            unstuck_at: now,
+            credit: 0,
+            credit_at: now,
             read_drained: false,
             read_eof: false,
-            throttled: false,
+            parked: false,
             flush_queued: false,
             buffer_retained: false,
             backlog_listed: false,
-            behind_since: now,
-            last_progress: now,
             leaving: None,
         }
     }
 
     /// Reads once from the socket into the framer, through `scratch` so that
-    /// the framer keeps only what is not yet a line.
-    pub fn read_once(&mut self, scratch: &mut [u8]) -> io::Result<ReadResult> {
+    /// the framer keeps only what is not yet a line. Returns the bytes read
+    /// along with what happened.
+    pub fn read_once(&mut self, scratch: &mut [u8]) -> io::Result<(ReadResult, usize)> {
         loop {
             return match self.socket.read(scratch) {
                 Ok(0) => {
                     self.read_eof = true;
-                    Ok(ReadResult::Eof)
+                    Ok((ReadResult::Eof, 0))
                 }
                 Ok(n) => {
                     self.framer.push(&scratch[..n]);
-                    Ok(ReadResult::Data)
+                    Ok((ReadResult::Data, n))
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.read_drained = true;
-                    Ok(ReadResult::Drained)
+                    Ok((ReadResult::Drained, 0))
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Err(e),
@@ -169,31 +131,107 @@ impl Conn {
         }
     }
 
-    /// Writes as much of the outbox as the kernel takes, noting progress.
-    pub fn write_out(&mut self, now: Instant) -> io::Result<Flushed> {
-        let before = self.outbox.pending();
-        let result = self.outbox.flush_to(&mut self.socket);
-        if self.outbox.pending() < before {
-            self.last_progress = now;
-        }
-        result
-    }
-
-    /// True while the user is in the room (not yet leaving).
+    /// True while the user is connected (not yet leaving).
     pub fn is_present(&self) -> bool {
         self.leaving.is_none()
+    }
+
+    /// Notes that the kernel took `written` bytes of output at `now`.
+    pub fn note_progress(&mut self, written: usize, now: Instant) {
+        if written == 0 {
+            return;
+        }
+        self.unstuck_at = now;
+        if self.backlog_listed {
+            let credit = self.credit_at(now).saturating_add(written as i64);
+            self.credit = credit.min(READER_CREDIT as i64);
+            self.credit_at = now;
+        }
+    }
+
+    /// The outbox just went above the high-water mark: the reader starts
+    /// with a full credit.
+    pub fn fell_behind(&mut self, now: Instant) {
+        self.credit = READER_CREDIT as i64;
+        self.credit_at = now;
+    }
+
+    /// Whether this user, being behind, still holds everyone's input: the
+    /// kernel took some of its output within [`READER_STALL`] and, on
+    /// average, at least [`MIN_READER_RATE`] bytes per second since it fell
+    /// behind (with [`READER_CREDIT`] of slack). The room waits for such a
+    /// reader; any other is cut off at `--max-outbound`.
+    pub fn holds_room(&self, now: Instant) -> bool {
+        self.is_present()
+            && now.saturating_duration_since(self.unstuck_at) < READER_STALL
+            && self.credit_at(now) > 0
+    }
+
+    fn credit_at(&self, now: Instant) -> i64 {
+        let elapsed = now.saturating_duration_since(self.credit_at);
+        let spent = (elapsed.as_micros() as u64).saturating_mul(MIN_READER_RATE) / 1_000_000;
+        self.credit.saturating_sub(spent as i64)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// README.md quotes this size: a connection's fixed cost in the slab.
     #[test]
     fn connection_state_stays_small() {
         let size = std::mem::size_of::<Conn>();
         eprintln!("Conn is {size} bytes");
-        assert!(size <= 288, "Conn grew to {size} bytes; update README.md");
+        assert!(size <= 320, "Conn grew to {size} bytes; update README.md");
+    }
+
+    fn conn() -> (Conn, Instant) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let socket = TcpStream::connect(addr).unwrap();
+        let now = Instant::now();
+        let limit = FloodLimit { rate: 1, burst: 1 };
+        (
+            Conn::new(ConnId::new(0, 0), socket, addr, 100, limit, now),
+            now,
+        )
+    }
+
+    #[test]
+    fn a_healthy_reader_holds_the_room_and_a_stopped_one_soon_does_not() {
+        let (mut c, t0) = conn();
+        c.backlog_listed = true;
+        c.fell_behind(t0);
+        assert!(c.holds_room(t0));
+        // Reading 64 KiB every 50 ms (1.3 MB/s) keeps the hold.
+        let mut t = t0;
+        for _ in 0..40 {
+            t += Duration::from_millis(50);
+            c.note_progress(64 * 1024, t);
+            assert!(c.holds_room(t));
+        }
+        // Then it stops: within the stall time it no longer holds anyone.
+        assert!(!c.holds_room(t + READER_STALL));
+    }
+
+    #[test]
+    fn a_crawling_reader_loses_its_hold_within_about_a_second() {
+        let (mut c, t0) = conn();
+        c.backlog_listed = true;
+        c.fell_behind(t0);
+        let mut t = t0;
+        let mut held_until = t0;
+        // 4 KiB/s: 1 KiB every 250 ms.
+        for _ in 0..20 {
+            t += Duration::from_millis(250);
+            c.note_progress(1024, t);
+            if c.holds_room(t) {
+                held_until = t;
+            }
+        }
+        let held = held_until - t0;
+        assert!(held <= Duration::from_millis(1250), "held {held:?}");
     }
 }

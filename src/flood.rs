@@ -55,6 +55,17 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `tokens` more for a reply that was expensive to send (PROTOCOL.md:
+    /// "a reply of N lines takes N/100 tokens"); the bucket may go into
+    /// debt, and the user's next lines wait until it is paid back.
+    pub fn charge(&mut self, limit: FloodLimit, tokens: u32, now: Instant) {
+        if limit.rate == 0 || tokens == 0 {
+            return;
+        }
+        self.refill(limit, now);
+        self.tokens -= f64::from(tokens);
+    }
+
     /// How long until the next token (zero if one is there now).
     pub fn wait(&self, limit: FloodLimit, now: Instant) -> Duration {
         if limit.rate == 0 {
@@ -134,6 +145,28 @@ mod tests {
         bucket.tokens = 1.0 - 1e-12;
         assert!(!bucket.try_take(fast, now));
         assert!(bucket.wait(fast, now) >= Duration::from_nanos(1));
+    }
+
+    #[test]
+    fn a_charge_can_go_into_debt_and_is_paid_back_at_the_rate() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::full(LIMIT, start);
+        bucket.charge(LIMIT, 20, start);
+        assert!(!bucket.try_take(LIMIT, start));
+        // 5 - 20 = -15 tokens: the next one is there after 1.6 s at 10/s.
+        let wait = bucket.wait(LIMIT, start);
+        assert!(wait > Duration::from_millis(1590) && wait <= Duration::from_millis(1600));
+        assert!(!bucket.try_take(LIMIT, start + Duration::from_millis(1500)));
+        assert!(bucket.try_take(LIMIT, start + Duration::from_millis(1601)));
+    }
+
+    #[test]
+    fn charges_cost_nothing_without_a_limit() {
+        let off = FloodLimit { rate: 0, burst: 1 };
+        let now = Instant::now();
+        let mut bucket = TokenBucket::full(off, now);
+        bucket.charge(off, 1000, now);
+        assert!(bucket.try_take(off, now));
     }
 
     #[test]

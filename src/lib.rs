@@ -1,31 +1,39 @@
 //! chatd: a chat room on one thread, joined with plain `nc`.
 //!
 //! The crate is split so that everything that can be a pure data structure
-//! is one, tested without sockets, and the I/O lives in two places only:
-//! [`conn`] (one socket) and [`server`] (the mio loop that owns them all).
+//! is one, tested without sockets, and the I/O lives in few places:
+//! [`conn`] and [`conns`] (sockets and their queues) and [`server`] (the
+//! mio loop that owns them all).
 //!
 //! ```text
 //! bytes --framing--> lines --clean--> text --command--> Command
 //!                                                        |
-//!          room (names, presence, fan-out) <-------------+
-//!                      |
-//!          outbox (per connection) --server loop--> socket
+//!   chat (users, names, rooms, presence, history) <------+
+//!          |  lines (Outbound)          | effects (disconnect, charge)
+//!          v                            v
+//!   conns: outbox per connection   server loop --> sockets, timers
 //! ```
 
+pub mod chat;
 pub mod clean;
 pub mod command;
 pub mod config;
 pub mod conn;
+pub mod conns;
 pub mod fdlimit;
 pub mod flood;
 pub mod framing;
+pub mod history;
+pub mod id;
+pub mod logging;
 pub mod names;
 pub mod outbox;
 pub mod presence;
-pub mod room;
+pub mod protocol;
+pub mod rooms;
 pub mod server;
-pub mod session;
 pub mod timer_wheel;
+pub mod tuning;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle};

@@ -3,6 +3,7 @@
 //! same server in-process.
 
 use chatd::config::{self, Config};
+use chatd::logging::LossyLogger;
 use chatd::server::Server;
 use log::LevelFilter;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -13,8 +14,9 @@ const USAGE: &str = "\
 chatd: a chat room you join with `nc HOST PORT`
 
 Usage: chatd [--listen ADDR]... [--idle-timeout SECS] [--max-line BYTES]
-             [--max-clients N] [--max-outbound BYTES]
-             [--flood-rate LINES_PER_S] [--flood-burst LINES] [--log-level LEVEL]
+             [--max-clients N] [--max-outbound BYTES] [--max-outbound-total BYTES]
+             [--flood-rate LINES_PER_S] [--flood-burst LINES] [--max-rooms N]
+             [--history LINES] [--db PATH] [--log-level LEVEL]
 
 Options:
   --listen ADDR             address to listen on, repeatable [default: 127.0.0.1:8000]
@@ -22,8 +24,12 @@ Options:
   --max-line BYTES          longest accepted line [default: 4096]
   --max-clients N           refuse connections beyond N [default: open-file limit - 32]
   --max-outbound BYTES      cut off clients with more output queued [default: 262144]
+  --max-outbound-total BYTES  stop reading input while all queues hold more [default: 268435456]
   --flood-rate LINES_PER_S  lines per second per client; 0 = no limit [default: 20]
   --flood-burst LINES       lines a client may send at once [default: 40]
+  --max-rooms N             rooms that may exist at once, lobby included [default: 1000]
+  --history LINES           lines of history replayed on entering a room; 0 = none [default: 20]
+  --db PATH                 SQLite file for history and bans [default: history in memory]
   --log-level LEVEL         error, warn, info, debug or trace [default: info, or RUST_LOG]
   --flush-window-us MICROS  under load, delay writes this long to batch lines; 0 = never [default: 2000]
   -h, --help                print this help
@@ -36,6 +42,8 @@ const MAX_IDLE_SECS: u64 = 10 * 365 * 24 * 3600;
 const MAX_LINE: usize = 64 << 20;
 const MAX_FLOOD: u32 = 1_000_000;
 const MAX_WINDOW_US: u64 = 1_000_000;
+const MAX_ROOMS: usize = 1_000_000;
+const MAX_HISTORY: usize = 1000;
 
 /// What the command line asked for.
 enum Action {
@@ -60,6 +68,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(error) = config.validate() {
+        eprintln!("chatd: {error}");
+        return ExitCode::from(2);
+    }
     if let Err(error) = init_logging(level) {
         eprintln!("chatd: cannot start logging: {error}");
         return ExitCode::FAILURE;
@@ -112,6 +124,21 @@ fn parse_args() -> Result<Action, lexopt::Error> {
                 config.max_outbound =
                     in_range(parser.value()?.parse()?, 1, usize::MAX, "--max-outbound")?
             }
+            Long("max-outbound-total") => {
+                config.max_outbound_total = in_range(
+                    parser.value()?.parse()?,
+                    1,
+                    usize::MAX,
+                    "--max-outbound-total",
+                )?
+            }
+            Long("max-rooms") => {
+                config.max_rooms = in_range(parser.value()?.parse()?, 1, MAX_ROOMS, "--max-rooms")?
+            }
+            Long("history") => {
+                config.history = in_range(parser.value()?.parse()?, 0, MAX_HISTORY, "--history")?
+            }
+            Long("db") => config.db = Some(parser.value()?.into()),
             Long("flood-rate") => {
                 flood.rate = in_range(parser.value()?.parse()?, 0, MAX_FLOOD, "--flood-rate")?
             }
@@ -170,7 +197,9 @@ fn in_range<T: PartialOrd + std::fmt::Display>(
 }
 
 /// Logs to stderr with timestamps; the flag wins over `RUST_LOG`, which wins
-/// over `info`. mio's own trace lines are kept out below debug.
+/// over `info`. mio's own trace lines are kept out below debug. A log
+/// destination that fails loses lines instead of stopping the server
+/// ([`LossyLogger`]).
 fn init_logging(level: Option<LevelFilter>) -> Result<(), log::SetLoggerError> {
     let mut logger = simple_logger::SimpleLogger::new()
         .with_level(LevelFilter::Info)
@@ -178,8 +207,8 @@ fn init_logging(level: Option<LevelFilter>) -> Result<(), log::SetLoggerError> {
     if let Some(level) = level {
         logger = logger.with_level(level);
     }
-    logger
+    let logger = logger
         .with_module_level("mio", LevelFilter::Warn)
-        .with_utc_timestamps()
-        .init()
+        .with_utc_timestamps();
+    LossyLogger::new(logger).init()
 }

@@ -32,6 +32,76 @@ pub fn validate(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// Checks a room name (without `#`): the chosen-name character rules.
+pub fn validate_room(name: &str) -> Result<(), NameError> {
+    validate(name)
+}
+
+/// The name is someone else's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken;
+
+/// Connected users' names (interim: case-folded only).
+#[derive(Debug)]
+pub struct NameIndex<T> {
+    by_fold: std::collections::HashMap<String, T>,
+}
+
+impl<T: Copy + Eq> Default for NameIndex<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Copy + Eq> NameIndex<T> {
+    /// An empty index.
+    pub fn new() -> Self {
+        NameIndex {
+            by_fold: std::collections::HashMap::new(),
+        }
+    }
+    /// Who is called `name`, any case.
+    pub fn find(&self, name: &str) -> Option<T> {
+        self.by_fold.get(&fold(name)).copied()
+    }
+    /// Whether `owner` may take `name`.
+    pub fn check(&self, name: &str, owner: T) -> Result<(), Taken> {
+        match self.find(name) {
+            Some(other) if other != owner => Err(Taken),
+            _ => Ok(()),
+        }
+    }
+    /// Records that `owner` is called `name`.
+    pub fn insert(&mut self, name: &str, owner: T) {
+        self.by_fold.insert(fold(name), owner);
+    }
+    /// Forgets `name` if `owner` has it.
+    pub fn remove(&mut self, name: &str, owner: T) {
+        let folded = fold(name);
+        if self.by_fold.get(&folded) == Some(&owner) {
+            self.by_fold.remove(&folded);
+        }
+    }
+    /// The address itself if free, else `ADDRESS~2`, `~3`, …
+    pub fn default_name(&self, addr: &str) -> String {
+        if self.find(addr).is_none() {
+            return addr.to_string();
+        }
+        (2..)
+            .map(|n| format!("{addr}~{n}"))
+            .find(|name| self.find(name).is_none())
+            .unwrap_or_default()
+    }
+    /// How many names are held.
+    pub fn len(&self) -> usize {
+        self.by_fold.len()
+    }
+    /// True when nobody has a name.
+    pub fn is_empty(&self) -> bool {
+        self.by_fold.is_empty()
+    }
+}
+
 /// The key under which a name is unique: its lower-case form.
 pub fn fold(name: &str) -> String {
     name.to_lowercase()

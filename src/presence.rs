@@ -7,6 +7,10 @@
 //! overtakes its arrival). A batch of at most three events is told one by
 //! one; a larger one becomes a single `N users have …` line.
 //!
+//! Batches are kept per room (PROTOCOL.md v2: "a room's batch is what
+//! happened in it since the last flush"); this module knows nothing of
+//! rooms, the chat state keeps one batch in each.
+//!
 //! Who hears a notice is decided by event order alone: every event gets a
 //! sequence number, every user remembers the number of its own arrival, and a
 //! notice carries the bound `heard_by_joined_before`. That is all it takes to
@@ -14,6 +18,8 @@
 //! who left are gone from the room anyway. The batch keeps at most three
 //! events of each kind plus counters, so its memory is fixed however many
 //! users come and go within one tick.
+
+use crate::protocol;
 
 /// Position of an event in the room's history; users are ordered by the
 /// sequence number of their arrival.
@@ -54,7 +60,7 @@ impl Tally {
     fn drain_into(&mut self, out: &mut Vec<Notice>, many: &str, many_bound: Seq) {
         if self.count > ONE_BY_ONE_MAX {
             out.push(Notice {
-                line: format!("{} users have {many}", self.count),
+                line: protocol::many(self.count, many),
                 heard_by_joined_before: many_bound,
             });
             self.shown.clear();
@@ -83,15 +89,13 @@ impl PresenceBatch {
 
     /// `name` arrived as event `seq` (which is also its place in `who`).
     pub fn arrived(&mut self, seq: Seq, name: &str) {
-        self.arrivals.record(seq, || format!("{name} has arrived"));
+        self.arrivals.record(seq, || protocol::arrived(name));
     }
 
-    /// `name` left as event `seq`, with the reason shown in parentheses.
-    pub fn left(&mut self, seq: Seq, name: &str, reason: Option<&str>) {
-        self.departures.record(seq, || match reason {
-            Some(reason) => format!("{name} has left ({reason})"),
-            None => format!("{name} has left"),
-        });
+    /// Someone left as event `seq`; `line` makes its one-by-one notice
+    /// (`NAME has left …`), called only if the batch stays small.
+    pub fn left(&mut self, seq: Seq, line: impl FnOnce() -> String) {
+        self.departures.record(seq, line);
     }
 
     /// True when there is nothing to announce.
@@ -128,8 +132,8 @@ mod tests {
         let mut batch = PresenceBatch::new();
         batch.arrived(10, "a");
         batch.arrived(11, "b");
-        batch.left(12, "c", None);
-        batch.left(13, "d", Some("idle timeout"));
+        batch.left(12, || "c has left".into());
+        batch.left(13, || "d has left (idle timeout)".into());
         assert_eq!(
             notices(&mut batch),
             vec![
@@ -150,7 +154,7 @@ mod tests {
             batch.arrived(seq, "x");
         }
         for seq in 25..29 {
-            batch.left(seq, "y", Some("too slow"));
+            batch.left(seq, || "y has left (too slow)".into());
         }
         assert_eq!(
             notices(&mut batch),
@@ -164,9 +168,9 @@ mod tests {
     #[test]
     fn arrivals_go_before_departures_whatever_the_order() {
         let mut batch = PresenceBatch::new();
-        batch.left(1, "old", None);
+        batch.left(1, || "old has left".into());
         batch.arrived(2, "new");
-        batch.left(3, "new", Some("bye now"));
+        batch.left(3, || "new has left (bye now)".into());
         assert_eq!(
             notices(&mut batch),
             vec![

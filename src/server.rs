@@ -1,6 +1,6 @@
 //! The event loop: one thread, one `mio::Poll`, every connection.
 //!
-//! Each iteration of [`Server::run`] does the same five things, in an order
+//! Each iteration of [`Server::run`] does the same steps, in an order
 //! chosen so that a line leaves in the iteration that queued it (or, while
 //! the room is busy with large fan-outs, at most `flush_window` later):
 //!
@@ -9,40 +9,50 @@
 //!            v                                                       |
 //!   poll(until: next tick, wake-up, held flush, accept pause)        |
 //!            |                                                       |
-//!   1. events: accept until WouldBlock; read + run lines (session);  |
+//!   1. events: accept until WouldBlock; read + run lines (chat);     |
 //!              writable -> flush that outbox                         |
-//!   2. wake-ups: resume readers whose token (or turn) is back        |
-//!   3. tick (every 100 ms): idle wheel, presence batch, buffers      |
-//!      accept pause over? accept what waited                         |
+//!   2. wake-ups: last iteration's turn-overs, due flood tokens,      |
+//!              input held back by the gate once it opens             |
+//!   3. tick (every 100 ms): deadlines (idle), presence batches,      |
+//!      buffers, stuck queues while over the total, memory back to    |
+//!      the system; accept pause over? accept what waited             |
 //!   4. flush every outbox touched this iteration (one write each),   |
-//!      then note whether a reading user is falling behind            |
-//!   5. reap users who left (last flush, deregister, close) ----------+
+//!      then look again at the input gate                             |
+//!   5. reap connections that left (last write, deregister, close) ---+
 //! ```
 //!
 //! All sockets are registered edge-triggered, so every accept and read loop
 //! runs until `WouldBlock` — except when reading stops early: a client out
-//! of flood tokens, one that had its 64 lines this turn, or everyone while a
-//! reading user is falling behind. Then the connection is remembered in a
-//! wake-up heap and resumed when due, which is what turns flood control (and
-//! a room that cannot keep up) into TCP backpressure on the sender.
+//! of flood tokens, one that had its 64 lines this turn, or everyone while
+//! the input gate is closed. Then the connection is *parked* on one of
+//! three wake-up lists and resumed when due, which is what turns flood
+//! control (and a room that cannot keep up) into TCP backpressure on the
+//! sender.
+//!
+//! The input gate is checked before every line taken from anyone (see
+//! [`crate::conns`]): once a reading user falls behind, or all queues
+//! together pass `--max-outbound-total`, the very next line waits.
 
+use crate::chat::{Chat, Effect, Leave, Now, Outbound, Settings};
 use crate::clean::clean_line;
 use crate::command;
-use crate::config::{
-    ACCEPT_PAUSE, BUSY_FANOUTS_PER_TICK, Config, FD_RESERVE, LARGE_FANOUT, LISTEN_BACKLOG, TICK,
-};
-use crate::conn::{Conn, Leave, ReadResult};
+use crate::config::{Config, HISTORY_MAX_BYTES, HISTORY_PER_ROOM};
+use crate::conn::{Conn, ReadResult};
+use crate::conns::{Conns, QueueLimits};
 use crate::fdlimit;
 use crate::framing::Frame;
-use crate::outbox::Flushed;
-use crate::presence::Seq;
-use crate::room::Room;
-use crate::session::{self, After};
+use crate::id::{ConnId, SERVER_GENERATION, server_token};
+use crate::protocol;
 use crate::timer_wheel::{Tick, TimerWheel};
+use crate::tuning::{
+    ACCEPT_PAUSE, BUSY_FANOUTS_PER_TICK, FD_RESERVE, GATE_RECHECK, LARGE_FANOUT, LINES_PER_TURN,
+    LISTEN_BACKLOG, READ_CHUNK, SEND_BUFFER, SHUTDOWN_DRAIN, TICK, TOTAL_STALL, TRIM_AFTER_FREED,
+    WHEEL_SLOTS,
+};
 use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use mio::{Events, Interest, Poll, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -52,44 +62,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// Tokens at the top of the range belong to the server itself; connection
-/// tokens are slab keys, which start at 0 and never get near them.
-const SIGNAL_TOKEN: Token = Token(usize::MAX);
-const WAKER_TOKEN: Token = Token(usize::MAX - 1);
-const FIRST_LISTENER: usize = usize::MAX - 1024;
-
-/// The bytes read from a socket in one call; lines beyond what flood control
-/// lets through wait in the connection's framer.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// The kernel send buffer asked for each connection (Linux doubles it).
-/// Left to autotuning, a client that never reads makes the kernel hold
-/// megabytes for it before its outbox even starts to fill; a thousand such
-/// clients push the host's TCP memory into pressure and stall everyone
-/// else. Fixed, a connection's kernel cost is known, and 128 KiB is still
-/// far more than a chat line burst.
-const SEND_BUFFER: usize = 128 * 1024;
-
-/// While readers are behind, paused input is looked at again this often.
-const INPUT_GATE_RECHECK: Duration = Duration::from_millis(1);
-
-/// A reader whose output the kernel took within this long counts as
-/// reading (see [`Room::readers_behind`]).
-const READER_PROGRESS: Duration = Duration::from_millis(50);
-
-/// The longest one reader who stays behind may keep input paused.
-const READER_HOLD: Duration = Duration::from_secs(1);
-
-/// Lines run for one connection before the loop moves on to the others.
-const LINES_PER_TURN: usize = 64;
-
-/// Wheel width in ticks: a minute and a half of 100 ms ticks, so the default
-/// 60 s timeout is checked once per deadline.
-const WHEEL_SLOTS: usize = 1024;
-
-/// How long shutdown waits for `Server is shutting down` to reach clients
-/// whose socket buffers are full.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+/// The signal pipe's token.
+const SIGNAL_TOKEN: usize = 0;
+/// The shutdown waker's token.
+const WAKER_TOKEN: usize = 1;
+/// Listener `i` has token `FIRST_LISTENER + i`.
+const FIRST_LISTENER: usize = 16;
 
 /// Stops a running server from another thread (tests, embedding); the
 /// binary uses SIGINT/SIGTERM instead.
@@ -109,15 +87,51 @@ impl ShutdownHandle {
     }
 }
 
+/// A deadline on the timer wheel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deadline {
+    /// The connection may have been idle for `--idle-timeout`.
+    Idle(ConnId),
+}
+
+/// Connections whose reading is suspended, and when to resume them. A
+/// connection is on at most one list (its `parked` flag).
+#[derive(Debug, Default)]
+struct Wakeups {
+    /// Waiting for a flood token: (when, who).
+    flood: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Waiting for the input gate to open.
+    gated: Vec<ConnId>,
+    /// Had their lines this turn: resumed in the next loop iteration.
+    next_turn: Vec<ConnId>,
+}
+
+/// The flush window: whether to hold writes so several lines share one.
+#[derive(Debug, Default)]
+struct FlushPolicy {
+    /// When the pending outboxes must be written, if a flush is held.
+    due: Option<Instant>,
+    /// Large fan-outs flushed during the current tick.
+    fanouts_this_tick: u32,
+    /// Large fan-outs flushed during the previous tick.
+    fanouts_last_tick: u32,
+}
+
 /// A bound, not yet running chat server.
 pub struct Server {
     poll: Poll,
     listeners: Vec<TcpListener>,
     local_addrs: Vec<SocketAddr>,
-    room: Room,
-    idle_wheel: TimerWheel<(usize, Seq)>,
-    /// Connections waiting for a flood-control token: (when, key, arrival).
-    flood_wakeups: BinaryHeap<Reverse<(Instant, usize, Seq)>>,
+    /// Every connection: sockets, buffers, the input gate.
+    conns: Conns,
+    /// Users, names, rooms, presence, history.
+    chat: Chat,
+    /// Deadlines, checked once per tick.
+    timers: TimerWheel<Deadline>,
+    /// Parked connections.
+    wakeups: Wakeups,
+    /// The flush window's state.
+    flush: FlushPolicy,
     config: Config,
     max_clients: usize,
     started: Instant,
@@ -128,25 +142,26 @@ pub struct Server {
     /// True from the first EMFILE of an episode until an accept succeeds,
     /// so the warning is logged once per episode.
     out_of_fds: bool,
-    /// When the pending outboxes must be written, if a flush is being held
-    /// back to coalesce lines.
-    flush_due: Option<Instant>,
-    /// Some reading user has over half of `--max-outbound` queued: input
-    /// waits (recomputed after every flush).
-    readers_behind: bool,
-    /// Large fan-outs flushed during the current and the previous tick.
-    fanouts_this_tick: u32,
-    fanouts_last_tick: u32,
+    /// Output buffer bytes freed since memory was last returned to the system.
+    freed: usize,
     signals: Option<Signals>,
     shutdown_requested: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    /// One read's worth of bytes.
     scratch: Box<[u8]>,
+    /// Reused lists, so a loop iteration does not allocate.
+    ids: Vec<ConnId>,
+    departures: Vec<(ConnId, Leave)>,
+    effects: Vec<Effect>,
 }
 
 impl Server {
     /// Raises the descriptor limit (if configured), binds every listener and
     /// installs the signal handlers; logs `listening on ADDR` per listener.
     pub fn bind(config: Config) -> io::Result<Server> {
+        config
+            .validate()
+            .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
         let limit = if config.raise_fd_limit {
             fdlimit::raise_to_hard()?
         } else {
@@ -163,7 +178,7 @@ impl Server {
             let bound = listener.local_addr()?;
             poll.registry().register(
                 &mut listener,
-                Token(FIRST_LISTENER + i),
+                server_token(FIRST_LISTENER + i),
                 Interest::READABLE,
             )?;
             info!("listening on {bound}");
@@ -175,37 +190,49 @@ impl Server {
         } else {
             None
         };
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+        let waker = Arc::new(Waker::new(poll.registry(), server_token(WAKER_TOKEN))?);
         info!(
-            "max clients {max_clients}, idle timeout {}, max line {} bytes, max outbound {} bytes, flood {}/s burst {}",
+            "max clients {max_clients}, idle timeout {}, max line {} bytes, max outbound {} bytes (total {}), flood {}/s burst {}",
             config
                 .idle_timeout
                 .map_or("off".to_string(), |t| format!("{} s", t.as_secs())),
             config.max_line,
             config.max_outbound,
+            config.max_outbound_total,
             config.flood.rate,
             config.flood.burst
         );
+        let chat = Chat::new(Settings {
+            history_replay: config.history,
+            max_rooms: config.max_rooms,
+            history_per_room: HISTORY_PER_ROOM,
+            history_max_bytes: HISTORY_MAX_BYTES,
+        });
         Ok(Server {
             poll,
             listeners,
             local_addrs,
-            room: Room::new(config.max_outbound),
-            idle_wheel: TimerWheel::new(WHEEL_SLOTS),
-            flood_wakeups: BinaryHeap::new(),
+            conns: Conns::new(QueueLimits {
+                max_outbound: config.max_outbound,
+                max_total: config.max_outbound_total,
+            }),
+            chat,
+            timers: TimerWheel::new(WHEEL_SLOTS),
+            wakeups: Wakeups::default(),
+            flush: FlushPolicy::default(),
             max_clients,
             started: Instant::now(),
             tick: 0,
             accept_paused_until: None,
             out_of_fds: false,
-            flush_due: None,
-            readers_behind: false,
-            fanouts_this_tick: 0,
-            fanouts_last_tick: 0,
+            freed: 0,
             signals,
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            ids: Vec::new(),
+            departures: Vec::new(),
+            effects: Vec::new(),
             config,
         })
     }
@@ -232,7 +259,6 @@ impl Server {
     /// closes every connection and returns.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        let mut keys = Vec::new();
         loop {
             let timeout = self.poll_timeout(Instant::now());
             if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
@@ -241,40 +267,36 @@ impl Server {
                 }
                 return Err(error);
             }
-            let now = Instant::now();
+            let now = Now::read();
+            let turn = std::mem::take(&mut self.wakeups.next_turn);
             let mut stop = false;
             for event in events.iter() {
-                match event.token() {
-                    SIGNAL_TOKEN => stop |= self.signal_received(),
-                    WAKER_TOKEN => stop |= self.shutdown_requested.load(Ordering::SeqCst),
-                    Token(n) if n >= FIRST_LISTENER => self.accept_all(n - FIRST_LISTENER, now),
-                    Token(key) => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            if let Some(conn) = self.room.get_mut(key) {
-                                conn.read_drained = false;
-                            }
-                            self.service_input(key, now);
-                        }
-                        if event.is_writable() {
-                            self.flush(key);
-                        }
+                let id = ConnId::from_token(event.token());
+                if id.generation() == SERVER_GENERATION {
+                    match id.slot() {
+                        SIGNAL_TOKEN => stop |= self.signal_received(),
+                        WAKER_TOKEN => stop |= self.shutdown_requested.load(Ordering::SeqCst),
+                        n => self.accept_all(n - FIRST_LISTENER, now),
                     }
+                    continue;
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    if let Some(conn) = self.conns.get_mut(id) {
+                        conn.read_drained = false;
+                    }
+                    self.service_input(id, now);
+                }
+                if event.is_writable() {
+                    self.conns.flush(id, now.instant);
+                    self.settle(now);
                 }
             }
-            self.wake_throttled(now);
+            self.wake(turn, now);
             self.run_ticks(now);
             self.resume_accepting(now);
-            if self.flush_is_due(now) {
-                self.room.take_flush_list(&mut keys);
-                if keys.len() >= LARGE_FANOUT {
-                    self.fanouts_this_tick += 1;
-                }
-                for key in keys.drain(..) {
-                    self.flush(key);
-                }
-            }
-            self.readers_behind = self.room.readers_behind(now, READER_PROGRESS, READER_HOLD);
-            self.reap(&mut keys);
+            self.flush_due_outboxes(now);
+            self.conns.update_gate(now.instant);
+            self.reap();
             if stop {
                 self.shut_down();
                 return Ok(());
@@ -283,51 +305,34 @@ impl Server {
     }
 
     /// How long the poll may sleep: until the next tick, flood wake-up,
-    /// held flush or end of an accept pause, whichever is first.
+    /// held flush or end of an accept pause, whichever is first; not at all
+    /// while a connection waits for its next turn or the gate is open for
+    /// held-back input; a few milliseconds while the gate is closed.
     fn poll_timeout(&self, now: Instant) -> Duration {
+        if !self.wakeups.next_turn.is_empty() {
+            return Duration::ZERO;
+        }
         let mut wake = self.tick_start(self.tick + 1);
-        if let Some(Reverse((at, _, _))) = self.flood_wakeups.peek() {
+        if !self.wakeups.gated.is_empty() {
+            if !self.conns.input_blocked() {
+                return Duration::ZERO;
+            }
+            wake = wake.min(now + GATE_RECHECK);
+        }
+        if let Some(Reverse((at, _))) = self.wakeups.flood.peek() {
             wake = wake.min(*at);
         }
         if let Some(until) = self.accept_paused_until {
             wake = wake.min(until);
         }
-        if let Some(due) = self.flush_due {
+        if let Some(due) = self.flush.due {
             wake = wake.min(due);
         }
         wake.saturating_duration_since(now)
     }
 
-    /// Whether to write the pending outboxes now. Normally yes, every
-    /// iteration; but while the room is busy with large fan-outs, the first
-    /// pending line may wait up to `flush_window` so that the lines arriving
-    /// meanwhile leave in the same `write` (each loopback `write` costs a few
-    /// microseconds of this thread's CPU however little it carries).
-    fn flush_is_due(&mut self, now: Instant) -> bool {
-        let pending = self.room.pending_flushes();
-        if pending == 0 {
-            return false;
-        }
-        let busy = self.fanouts_last_tick >= BUSY_FANOUTS_PER_TICK;
-        if self.config.flush_window.is_zero() || pending < LARGE_FANOUT || !busy {
-            self.flush_due = None;
-            return true;
-        }
-        match self.flush_due {
-            None => {
-                self.flush_due = Some(now + self.config.flush_window);
-                false
-            }
-            Some(due) if now >= due => {
-                self.flush_due = None;
-                true
-            }
-            Some(_) => false,
-        }
-    }
-
     /// Accepts until `WouldBlock`, or until descriptors run out.
-    fn accept_all(&mut self, index: usize, now: Instant) {
+    fn accept_all(&mut self, index: usize, now: Now) {
         while self.accept_paused_until.is_none() {
             let Some(listener) = self.listeners.get(index) else {
                 return;
@@ -348,20 +353,21 @@ impl Server {
                         warn!(
                             "accept failed: {e}; pausing accepts for {} ms ({} users connected)",
                             ACCEPT_PAUSE.as_millis(),
-                            self.room.len()
+                            self.conns.len()
                         );
                     }
-                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    self.accept_paused_until = Some(now.instant + ACCEPT_PAUSE);
                 }
             }
         }
     }
 
-    /// Welcomes a new connection, or turns it away when the room is full.
-    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
-        if self.room.len() >= self.max_clients {
+    /// Welcomes a new connection, or turns it away when the server is full.
+    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Now) {
+        if self.conns.len() >= self.max_clients {
             info!("refused {peer}: server full ({} clients)", self.max_clients);
-            let _best_effort = socket.write(b"Server is full, try again later\n");
+            let line = format!("{}\n", protocol::SERVER_FULL);
+            let _best_effort = socket.write(line.as_bytes());
             return;
         }
         if let Err(error) = socket.set_nodelay(true) {
@@ -370,146 +376,227 @@ impl Server {
         if let Err(error) = socket2::SockRef::from(&socket).set_send_buffer_size(SEND_BUFFER) {
             warn!("{peer}: could not set SO_SNDBUF: {error}");
         }
-        let key = self.room.next_key();
+        let id = self.conns.next_id();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(error) = self
             .poll
             .registry()
-            .register(&mut socket, Token(key), interest)
+            .register(&mut socket, id.token(), interest)
         {
             warn!("{peer}: could not register: {error}");
             return;
         }
-        let (max_line, flood) = (self.config.max_line, self.config.flood);
-        let key = self
-            .room
-            .join(|seq| Conn::new(socket, peer, seq, max_line, flood, now));
-        info!("{peer} connected ({} online)", self.room.len());
-        if let (Some(timeout), Some(conn)) = (self.config.idle_timeout, self.room.get(key)) {
-            let deadline = self.tick_at_or_after(now + timeout);
-            self.idle_wheel.insert(deadline, (key, conn.joined));
+        let mut conn = Conn::new(
+            id,
+            socket,
+            peer,
+            self.config.max_line,
+            self.config.flood,
+            now.instant,
+        );
+        if let Some(timeout) = self.config.idle_timeout {
+            let deadline = self.tick_at_or_after(now.instant + timeout);
+            conn.idle_timer = Some(self.timers.insert(deadline, Deadline::Idle(id)));
         }
+        self.conns.insert(conn);
+        self.chat.join(id, peer, now, &mut self.conns);
+        info!("{peer} connected ({} online)", self.conns.len());
+        self.settle(now);
     }
 
-    /// Takes as many lines from `key` as flood control allows, reading the
-    /// socket whenever the framer runs dry, and runs each one.
+    /// Takes as many lines from `id` as flood control and the input gate
+    /// allow, reading the socket whenever the framer runs dry, and runs
+    /// each one.
     ///
     /// At most [`LINES_PER_TURN`] lines are run per call: a client with a
     /// large token allowance (or none, `--flood-rate 0`) then waits for the
-    /// next loop iteration like a throttled one, so the others' events and
-    /// the flush of their outboxes are never held up behind it.
-    fn service_input(&mut self, key: usize, now: Instant) {
+    /// next loop iteration, so the others' events and the flush of their
+    /// outboxes are never held up behind it.
+    fn service_input(&mut self, id: ConnId, now: Now) {
         let flood = self.config.flood;
         let mut lines = 0;
         loop {
-            let Some(conn) = self.room.get_mut(key) else {
+            let blocked = self.conns.input_blocked();
+            let Some(conn) = self.conns.get_mut(id) else {
                 return;
             };
-            if !conn.is_present() || conn.throttled {
+            if !conn.is_present() || conn.parked {
                 return;
             }
             if lines == LINES_PER_TURN {
-                conn.throttled = true;
-                self.flood_wakeups.push(Reverse((now, key, conn.joined)));
+                conn.parked = true;
+                self.wakeups.next_turn.push(id);
                 return;
             }
-            if self.readers_behind {
-                conn.throttled = true;
-                let at = now + INPUT_GATE_RECHECK;
-                self.flood_wakeups.push(Reverse((at, key, conn.joined)));
+            if blocked {
+                conn.parked = true;
+                self.wakeups.gated.push(id);
                 return;
             }
-            if !conn.bucket.try_take(flood, now) {
+            if !conn.bucket.try_take(flood, now.instant) {
                 if conn.framer.buffered() > 0 || !conn.read_drained || conn.read_eof {
-                    conn.throttled = true;
-                    let at = now + conn.bucket.wait(flood, now);
-                    self.flood_wakeups.push(Reverse((at, key, conn.joined)));
+                    conn.parked = true;
+                    let at = now.instant + conn.bucket.wait(flood, now.instant);
+                    self.wakeups.flood.push(Reverse((at, id)));
                 }
                 return;
             }
-            let frame = match conn.framer.next_frame() {
+            let input = match conn.framer.next_frame() {
                 Some(frame) => Some(Input::from(frame)),
                 None if conn.read_eof => conn.framer.finish().map(Input::from),
                 None => None,
             };
-            let input = match frame {
-                Some(input) => input,
-                None => {
-                    conn.bucket.refund(flood);
-                    if conn.read_eof {
-                        self.room.leave(key, Leave::Closed);
+            let Some(input) = input else {
+                conn.bucket.refund(flood);
+                if conn.read_eof {
+                    self.conns.leave(id, Leave::Closed);
+                    self.settle(now);
+                    return;
+                }
+                if conn.read_drained {
+                    return;
+                }
+                match conn.read_once(&mut self.scratch) {
+                    Ok((ReadResult::Data | ReadResult::Eof, _)) => continue,
+                    Ok((ReadResult::Drained, _)) => return,
+                    Err(error) => {
+                        self.conns.leave(id, Leave::Failed(error.to_string()));
+                        self.settle(now);
                         return;
-                    }
-                    if conn.read_drained {
-                        return;
-                    }
-                    match conn.read_once(&mut self.scratch) {
-                        Ok(ReadResult::Data | ReadResult::Eof) => continue,
-                        Ok(ReadResult::Drained) => return,
-                        Err(error) => {
-                            self.room.leave(key, Leave::Failed(error.to_string()));
-                            return;
-                        }
                     }
                 }
             };
-            conn.last_active = now;
+            conn.last_active = now.instant;
             lines += 1;
             match input {
                 Input::Line(text) => {
-                    if session::execute(&mut self.room, key, command::parse(&text)) == After::Stop {
-                        return;
-                    }
+                    self.chat
+                        .execute(id, command::parse(&text), now, &mut self.conns)
                 }
                 Input::TooLong => {
-                    let max = self.config.max_line;
-                    self.room
-                        .send(key, &format!("Line too long (max {max} bytes), discarded"));
+                    let line = protocol::line_too_long(self.config.max_line);
+                    self.conns.line(id, &line);
                 }
             }
+            self.settle(now);
         }
     }
 
-    /// Resumes reading for connections whose next flood token is due.
+    /// Applies what the chat asked for and tells the chat who left, until
+    /// neither has anything more.
+    fn settle(&mut self, now: Now) {
+        loop {
+            let mut effects = std::mem::take(&mut self.effects);
+            self.chat.take_effects(&mut effects);
+            for effect in effects.drain(..) {
+                match effect {
+                    Effect::Disconnect(id, reason) => self.conns.leave(id, reason),
+                    Effect::Charge(id, tokens) => {
+                        if let Some(conn) = self.conns.get_mut(id) {
+                            conn.bucket.charge(self.config.flood, tokens, now.instant);
+                        }
+                    }
+                }
+            }
+            self.effects = effects;
+            let mut departures = std::mem::take(&mut self.departures);
+            self.conns.take_departures(&mut departures);
+            if departures.is_empty() {
+                self.departures = departures;
+                return;
+            }
+            for (id, reason) in departures.drain(..) {
+                self.log_departure(id, &reason);
+                self.chat.leave(id, &reason, now);
+            }
+            self.departures = departures;
+        }
+    }
+
+    /// One log line per departure: a warning for the too slow (containing
+    /// `too slow`, as PROTOCOL.md asks), info for the rest.
+    fn log_departure(&self, id: ConnId, reason: &Leave) {
+        let name = self.chat.user(id).map_or("?", |u| u.name.as_str());
+        let peer = self.conns.get(id).map(|c| c.peer);
+        let peer = peer.map_or_else(|| "?".to_string(), |p| p.to_string());
+        match reason {
+            Leave::TooSlow => warn!(
+                "{name} ({peer}) too slow: over --max-outbound {} bytes queued; disconnected",
+                self.config.max_outbound
+            ),
+            Leave::Shutdown => {}
+            _ => info!("{name} ({peer}) left: {reason}"),
+        }
+    }
+
+    /// Resumes parked connections whose time has come: last iteration's
+    /// turn-overs, the due flood wake-ups, and everyone held back by the
+    /// input gate once it is open.
     ///
-    /// The due entries are taken out first: a connection that runs out of
-    /// tokens (or of its turn) again goes back on the heap for a later pass,
-    /// never for this one, so this loop always ends.
-    fn wake_throttled(&mut self, now: Instant) {
-        let mut due = Vec::new();
-        while let Some(Reverse((at, key, joined))) = self.flood_wakeups.peek().copied() {
-            if at > now {
+    /// The due entries are taken out first: a connection that is parked
+    /// again goes on a list for a later pass, never this one, so this loop
+    /// always ends.
+    fn wake(&mut self, turn: Vec<ConnId>, now: Now) {
+        let mut due = turn;
+        while let Some(Reverse((at, id))) = self.wakeups.flood.peek().copied() {
+            if at > now.instant {
                 break;
             }
-            self.flood_wakeups.pop();
-            due.push((key, joined));
+            self.wakeups.flood.pop();
+            due.push(id);
         }
-        for (key, joined) in due {
-            if let Some(conn) = self.room.get_mut(key)
-                && conn.joined == joined
-            {
-                conn.throttled = false;
-                self.service_input(key, now);
+        if !self.conns.input_blocked() {
+            due.append(&mut self.wakeups.gated);
+        }
+        for id in due {
+            if let Some(conn) = self.conns.get_mut(id) {
+                conn.parked = false;
+                self.service_input(id, now);
             }
         }
     }
 
     /// Does the work of every tick that has come since the last call.
-    fn run_ticks(&mut self, now: Instant) {
-        let current = self.tick_of(now);
+    fn run_ticks(&mut self, now: Now) {
+        let current = self.tick_of(now.instant);
         if current <= self.tick {
             return;
         }
         self.tick = current;
-        self.fanouts_last_tick = std::mem::take(&mut self.fanouts_this_tick);
-        self.check_idle(now);
-        self.room.flush_presence();
-        self.room.release_unused_buffers();
+        self.flush.fanouts_last_tick = std::mem::take(&mut self.flush.fanouts_this_tick);
+        self.check_deadlines(now);
+        self.chat.flush_presence(&mut self.conns);
+        self.conns.release_unused_buffers();
+        if self.conns.over_total() {
+            for id in self.conns.stuck(now.instant, TOTAL_STALL) {
+                self.conns.leave(id, Leave::TooSlow);
+            }
+        }
+        self.settle(now);
+        self.return_memory();
+    }
+
+    /// Hands freed memory back to the system once enough was freed, so a
+    /// burst that filled the queues does not leave the process large.
+    fn return_memory(&mut self) {
+        self.freed += self.conns.take_freed();
+        if self.freed < TRIM_AFTER_FREED {
+            return;
+        }
+        self.freed = 0;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only walks the allocator's own free lists.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 
     /// Ends an accept pause once its time is up, and accepts what waited.
-    fn resume_accepting(&mut self, now: Instant) {
-        if self.accept_paused_until.is_some_and(|until| now >= until) {
+    fn resume_accepting(&mut self, now: Now) {
+        if self
+            .accept_paused_until
+            .is_some_and(|until| now.instant >= until)
+        {
             self.accept_paused_until = None;
             for index in 0..self.listeners.len() {
                 self.accept_all(index, now);
@@ -517,58 +604,102 @@ impl Server {
         }
     }
 
-    /// Evicts the users whose idle deadline came, and puts back the ones
-    /// who were active since they were scheduled.
-    fn check_idle(&mut self, now: Instant) {
+    /// Handles the deadlines that came: idle users are disconnected, the
+    /// ones active since they were scheduled go back on the wheel.
+    fn check_deadlines(&mut self, now: Now) {
+        let mut due = Vec::new();
+        self.timers.advance(self.tick, &mut due);
+        for deadline in due {
+            match deadline {
+                Deadline::Idle(id) => self.check_idle(id, now),
+            }
+        }
+    }
+
+    /// The idle deadline of `id` came: disconnect it, or reschedule.
+    fn check_idle(&mut self, id: ConnId, now: Now) {
         let Some(timeout) = self.config.idle_timeout else {
             return;
         };
-        let mut due = Vec::new();
-        self.idle_wheel.advance(self.tick, &mut due);
-        for (key, joined) in due {
-            let Some(conn) = self.room.get(key) else {
-                continue;
-            };
-            if conn.joined != joined || !conn.is_present() {
-                continue;
-            }
-            let deadline = conn.last_active + timeout;
-            if now >= deadline {
-                self.room.send(
-                    key,
-                    &format!("Disconnected: idle for {} s", timeout.as_secs()),
-                );
-                self.room.leave(key, Leave::Idle);
-            } else {
-                let tick = self.tick_at_or_after(deadline);
-                self.idle_wheel.insert(tick, (key, joined));
-            }
-        }
-    }
-
-    /// Writes one user's outbox; a socket error means the user is gone.
-    fn flush(&mut self, key: usize) {
-        let Some(conn) = self.room.get_mut(key) else {
+        let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
-        if conn.outbox.is_empty() {
+        conn.idle_timer = None;
+        if !conn.is_present() {
             return;
         }
-        match conn.write_out(Instant::now()) {
-            Ok(Flushed::All) => self.room.drained(key),
-            Ok(Flushed::Partly) => {}
-            Err(error) => self.room.leave(key, Leave::Failed(error.to_string())),
+        let deadline = conn.last_active + timeout;
+        if now.instant >= deadline {
+            self.conns
+                .line(id, &protocol::idle_disconnect(timeout.as_secs()));
+            self.conns.leave(id, Leave::Idle);
+        } else {
+            let tick = self.tick_at_or_after(deadline);
+            let timer = self.timers.insert(tick, Deadline::Idle(id));
+            if let Some(conn) = self.conns.get_mut(id) {
+                conn.idle_timer = Some(timer);
+            }
         }
     }
 
-    /// Closes the connections of users who left, after a last best-effort
-    /// write of what was queued for them.
-    fn reap(&mut self, keys: &mut Vec<usize>) {
-        self.room.take_reap_list(keys);
-        for key in keys.drain(..) {
-            let Some(mut conn) = self.room.remove(key) else {
+    /// Writes the outboxes touched since the last flush, unless the flush
+    /// window holds them (see [`Server::flush_is_due`]).
+    fn flush_due_outboxes(&mut self, now: Now) {
+        if !self.flush_is_due(now.instant) {
+            return;
+        }
+        let mut ids = std::mem::take(&mut self.ids);
+        self.conns.take_flush_list(&mut ids);
+        if ids.len() >= LARGE_FANOUT {
+            self.flush.fanouts_this_tick += 1;
+        }
+        for id in ids.drain(..) {
+            self.conns.flush(id, now.instant);
+        }
+        self.ids = ids;
+        self.settle(now);
+    }
+
+    /// Whether to write the pending outboxes now. Normally yes, every
+    /// iteration; but while the room is busy with large fan-outs, the first
+    /// pending line may wait up to `flush_window` so that the lines arriving
+    /// meanwhile leave in the same `write` (each loopback `write` costs a few
+    /// microseconds of this thread's CPU however little it carries).
+    fn flush_is_due(&mut self, now: Instant) -> bool {
+        let pending = self.conns.pending_flushes();
+        if pending == 0 {
+            return false;
+        }
+        let busy = self.flush.fanouts_last_tick >= BUSY_FANOUTS_PER_TICK;
+        if self.config.flush_window.is_zero() || pending < LARGE_FANOUT || !busy {
+            self.flush.due = None;
+            return true;
+        }
+        match self.flush.due {
+            None => {
+                self.flush.due = Some(now + self.config.flush_window);
+                false
+            }
+            Some(due) if now >= due => {
+                self.flush.due = None;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Closes the connections that left, after a last best-effort write of
+    /// what was queued for them.
+    fn reap(&mut self) {
+        let mut ids = std::mem::take(&mut self.ids);
+        self.conns.take_reap_list(&mut ids);
+        for id in ids.drain(..) {
+            let Some(mut conn) = self.conns.remove(id) else {
                 continue;
             };
+            if let Some(timer) = conn.idle_timer.take() {
+                self.timers.remove(timer);
+            }
             if conn.leaving.as_ref().is_some_and(Leave::flush_on_close) {
                 let _best_effort = conn.outbox.flush_to(&mut conn.socket);
             } else if conn.leaving == Some(Leave::TooSlow) {
@@ -585,30 +716,28 @@ impl Server {
                 warn!("{}: deregister failed: {error}", conn.peer);
             }
         }
+        self.ids = ids;
     }
 
     /// Tells everyone the server is going, gives their sockets a moment to
     /// take the line, and closes every connection.
     fn shut_down(&mut self) {
-        let keys = self.room.keys();
-        info!("shutting down; {} connections", keys.len());
-        for &key in &keys {
-            self.room.send(key, "Server is shutting down");
+        let ids = self.conns.ids();
+        info!("shutting down; {} connections", ids.len());
+        for &id in &ids {
+            self.conns.line(id, protocol::SHUTTING_DOWN);
         }
         let deadline = Instant::now() + SHUTDOWN_DRAIN;
         let mut events = Events::with_capacity(1024);
         loop {
             let mut pending = false;
-            for &key in &keys {
-                if let Some(conn) = self.room.get_mut(key)
+            for &id in &ids {
+                if let Some(conn) = self.conns.get_mut(id)
                     && conn.is_present()
                     && !conn.outbox.is_empty()
                 {
-                    match conn.outbox.flush_to(&mut conn.socket) {
-                        Ok(Flushed::All) => {}
-                        Ok(Flushed::Partly) => pending = true,
-                        Err(_) => conn.outbox.discard(),
-                    }
+                    self.conns.flush(id, Instant::now());
+                    pending |= self.conns.get(id).is_some_and(|c| !c.outbox.is_empty());
                 }
             }
             let now = Instant::now();
@@ -617,21 +746,27 @@ impl Server {
             }
             let _ = self.poll.poll(&mut events, Some(deadline - now));
         }
-        for key in keys {
-            self.room.leave(key, Leave::Shutdown);
-            if let Some(mut conn) = self.room.remove(key) {
+        let now = Now::read();
+        for id in ids {
+            self.chat.leave(id, &Leave::Shutdown, now);
+            if let Some(mut conn) = self.conns.remove(id) {
                 let _ = self.poll.registry().deregister(&mut conn.socket);
             }
         }
     }
 
-    /// True if SIGINT or SIGTERM arrived.
+    /// True if SIGINT or SIGTERM arrived; SIGHUP is logged and otherwise
+    /// ignored (it will reload TLS certificates).
     fn signal_received(&mut self) -> bool {
         let Some(signals) = self.signals.as_mut() else {
             return false;
         };
         let mut stop = false;
         for signal in signals.pending() {
+            if signal == SIGHUP {
+                info!("received SIGHUP; nothing to reload");
+                continue;
+            }
             info!("received signal {signal}; shutting down");
             stop = true;
         }
@@ -699,14 +834,15 @@ fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// SIGINT and SIGTERM wake the loop through `signal-hook-mio`; a second one
 /// while the first is being handled exits the process at once with status 1.
+/// SIGHUP wakes it too, so it no longer kills the process.
 fn install_signals(poll: &Poll) -> io::Result<Signals> {
     let seen = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&seen))?;
         signal_hook::flag::register(signal, Arc::clone(&seen))?;
     }
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     poll.registry()
-        .register(&mut signals, SIGNAL_TOKEN, Interest::READABLE)?;
+        .register(&mut signals, server_token(SIGNAL_TOKEN), Interest::READABLE)?;
     Ok(signals)
 }

@@ -112,7 +112,7 @@ fn real_nc_session() {
     watcher.send("hi nc");
     assert_eq!(next(), format!("{}: hi nc", watcher.name));
     input.write_all(b"who\n").unwrap();
-    assert_eq!(next(), "2 users online:");
+    assert_eq!(next(), "2 users in #lobby:");
     assert_eq!(next(), format!("  {}", watcher.name));
     assert_eq!(next(), "  netcat (you)");
     // Closing nc's input makes it half-close (-N): the server sees EOF.

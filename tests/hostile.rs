@@ -241,7 +241,7 @@ fn a_long_line_trickled_byte_by_byte_is_refused_once() {
         slow.send_raw(b"z");
     }
     slow.send_raw(b"\n/who\n");
-    slow.expect("1 user online:");
+    slow.expect("1 user in #lobby:");
 }
 
 #[test]

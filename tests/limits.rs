@@ -421,7 +421,7 @@ fn half_close_with_more_output_than_the_socket_takes() {
     let mut got = Vec::new();
     let _ = victim.read_to_end(&mut got);
     let got = String::from_utf8_lossy(&got);
-    let expected_block: String = chatd::session::HELP
+    let expected_block: String = chatd::protocol::HELP
         .iter()
         .map(|line| format!("{line}\n"))
         .collect();
@@ -519,7 +519,7 @@ fn too_slow_then_gone_is_announced_once() {
     let seen = without_chat_from(seen, &sender.name);
     assert_departed_once(&seen, &HashSet::from([victim_name]));
     sender.send("/who");
-    sender.skip_until("1 user online:");
+    sender.skip_until("1 user in #lobby:");
     assert_eq!(sender.line(), format!("  {} (you)", sender.name));
 }
 

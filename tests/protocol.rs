@@ -163,7 +163,7 @@ fn idle_user_is_kicked_within_a_tick_while_active_user_stays() {
     active.expect(&format!("{} has left (idle timeout)", idle.name));
     pinger.join().unwrap();
     active.send("/who");
-    active.expect("1 user online:");
+    active.expect("1 user in #lobby:");
     active.expect(&format!("  {} (you)", active.name));
 }
 
@@ -176,7 +176,7 @@ fn idle_timeout_zero_never_kicks() {
     let server = TestServer::start(config);
     let mut c = server.join();
     c.send("/who");
-    c.expect("1 user online:");
+    c.expect("1 user in #lobby:");
 }
 
 #[test]
@@ -308,12 +308,12 @@ fn who_lists_oldest_first_and_marks_you() {
         client.expect(&format!("{old} is now known as Zed"));
     }
     c[2].send("who");
-    c[2].expect("3 users online:");
+    c[2].expect("3 users in #lobby:");
     c[2].expect(&format!("  {}", n[0]));
     c[2].expect("  Zed");
     c[2].expect(&format!("  {} (you)", n[2]));
     c[0].send("/WHO");
-    c[0].expect("3 users online:");
+    c[0].expect("3 users in #lobby:");
     c[0].expect(&format!("  {} (you)", n[0]));
 }
 
@@ -322,7 +322,7 @@ fn who_with_one_user_is_singular() {
     let server = TestServer::default_config();
     let mut c = server.join();
     c.send("who");
-    c.expect("1 user online:");
+    c.expect("1 user in #lobby:");
     c.expect(&format!("  {} (you)", c.name));
 }
 

@@ -191,7 +191,12 @@ impl Client {
     /// Sends `who` and returns the listed names (with ` (you)` kept).
     pub fn who(&mut self) -> Vec<String> {
         self.send("/who");
-        let header = self.skip_until_prefix_suffix("", " online:");
+        let header = loop {
+            let line = self.line();
+            if is_who_head(&line) {
+                break line;
+            }
+        };
         let count: usize = header.split(' ').next().unwrap().parse().unwrap();
         (0..count)
             .map(|_| self.line().trim_start().to_string())
@@ -331,4 +336,16 @@ impl Drop for RealServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// True for the head of a `who` reply: `N users in #ROOM:` or `1 user in #ROOM:`.
+pub fn is_who_head(line: &str) -> bool {
+    let mut words = line.split(' ');
+    let count_ok = words.next().is_some_and(|n| n.parse::<usize>().is_ok());
+    let noun_ok = matches!(words.next(), Some("user" | "users"));
+    let in_ok = words.next() == Some("in");
+    let room_ok = words
+        .next()
+        .is_some_and(|r| r.starts_with('#') && r.ends_with(':'));
+    count_ok && noun_ok && in_ok && room_ok && words.next().is_none()
 }

@@ -1,0 +1,603 @@
+//! The chat itself: users, their names, rooms, presence and history, as
+//! plain code with no sockets.
+//!
+//! A command comes in as a [`Command`] from a user; what it produces goes
+//! out two ways. Lines to queue go straight to an [`Outbound`] (the server
+//! implements it with the connections' outboxes, the tests with a
+//! recording list), so a broadcast to a thousand users is a thousand queue
+//! calls and nothing in between. Everything else the server must do — close
+//! a connection, charge flood tokens for a long reply — comes back as an
+//! [`Effect`] for the loop to apply. So every rule of PROTOCOL.md's tables
+//! is a unit test here, without a `TcpStream`.
+//!
+//! ```text
+//!  loop ── join / execute / leave / flush_presence ──> Chat ──> Outbound (outboxes)
+//!    ^                                                   |
+//!    └──────────── take_effects (disconnect, charge) <───┘
+//! ```
+//!
+//! Presence notices are batched per room and flushed at each tick and just
+//! before any line a user causes reaches another user (see
+//! [`crate::presence`]); history is kept per room in memory and, with
+//! `--db`, written to the [`Store`] once per tick.
+
+use crate::command::Command;
+use crate::history::{self, History};
+use crate::id::ConnId;
+use crate::names::{self, NameIndex};
+use crate::presence::{Notice, Seq};
+use crate::protocol::{self, Departure};
+use crate::rooms::{LOBBY_ID, RoomId, Rooms};
+use crate::tuning::REPLY_LINES_PER_TOKEN;
+use log::{debug, info};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Where the chat's lines go: one outbox per user.
+pub trait Outbound {
+    /// Queues one line for user `to`. A user who cannot take it is the
+    /// implementor's business (it is cut off as too slow).
+    fn line(&mut self, to: ConnId, line: &str);
+    /// Queues a reply of several lines (`who`, `/rooms`, `/history`,
+    /// `/help`) for user `to`, as one block.
+    fn block(&mut self, to: ConnId, lines: &[String]);
+}
+
+/// Why a user left: decides the departure notice and the log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leave {
+    /// The client closed its side (EOF).
+    Closed,
+    /// The socket failed (reset, broken pipe, …).
+    Failed(String),
+    /// `/quit`, with its optional reason.
+    Quit(Option<String>),
+    /// No line for `--idle-timeout` seconds.
+    Idle,
+    /// More than `--max-outbound` bytes queued.
+    TooSlow,
+    /// Kicked by an operator (a ban kicks with the reason `banned`).
+    Kicked {
+        /// The operator's name.
+        by: String,
+        /// The operator's reason.
+        reason: Option<String>,
+    },
+    /// The third wrong `/oper` password on one connection.
+    WrongPasswords,
+    /// The server is shutting down; nobody is told of anyone leaving.
+    Shutdown,
+}
+
+impl Leave {
+    /// How the departure notice says it.
+    pub fn departure(&self) -> Departure<'_> {
+        match self {
+            Leave::Quit(Some(reason)) => Departure::Because(reason),
+            Leave::Idle => Departure::Because("idle timeout"),
+            Leave::TooSlow => Departure::Because("too slow"),
+            Leave::Kicked { by, reason } => Departure::Kicked {
+                by,
+                reason: reason.as_deref(),
+            },
+            Leave::Closed
+            | Leave::Failed(_)
+            | Leave::Quit(None)
+            | Leave::WrongPasswords
+            | Leave::Shutdown => Departure::Plain,
+        }
+    }
+
+    /// Whether the queued output is still worth a last write.
+    pub fn flush_on_close(&self) -> bool {
+        !matches!(self, Leave::TooSlow | Leave::Failed(_))
+    }
+}
+
+impl std::fmt::Display for Leave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leave::Closed => write!(f, "closed by client"),
+            Leave::Failed(error) => write!(f, "socket error: {error}"),
+            Leave::Quit(Some(reason)) => write!(f, "quit ({reason})"),
+            Leave::Quit(None) => write!(f, "quit"),
+            Leave::Idle => write!(f, "idle timeout"),
+            Leave::TooSlow => write!(f, "too slow"),
+            Leave::Kicked { by, reason: None } => write!(f, "kicked by {by}"),
+            Leave::Kicked {
+                by,
+                reason: Some(reason),
+            } => write!(f, "kicked by {by} ({reason})"),
+            Leave::WrongPasswords => write!(f, "three wrong operator passwords"),
+            Leave::Shutdown => write!(f, "server shutdown"),
+        }
+    }
+}
+
+/// What the server loop must do after a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Close this user's connection (after a last flush, unless the reason
+    /// says otherwise) and tell the chat through [`Chat::leave`].
+    Disconnect(ConnId, Leave),
+    /// The user was sent a reply of this many lines: it costs flood tokens
+    /// beyond the one its line took (see [`Chat::reply_cost`]).
+    Charge(ConnId, u32),
+}
+
+/// The time, as the chat needs it: monotonic for limits, wall-clock (UTC
+/// unix seconds) for history.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// For rate limits and timeouts.
+    pub instant: Instant,
+    /// For history times.
+    pub unix: i64,
+}
+
+impl Now {
+    /// The current time, read from the system clocks.
+    pub fn read() -> Now {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Now {
+            instant: Instant::now(),
+            unix,
+        }
+    }
+}
+
+/// The chat's knobs (from the command line).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Lines of history replayed on entering a room (`--history`); 0 = none.
+    pub history_replay: usize,
+    /// Rooms that may exist at once, the lobby included (`--max-rooms`).
+    pub max_rooms: usize,
+    /// Lines of history each room keeps in memory.
+    pub history_per_room: usize,
+    /// Bytes of history all rooms keep in memory together.
+    pub history_max_bytes: usize,
+}
+
+/// The default `/history` length (PROTOCOL.md: "without N, 20 whatever
+/// `--history` is").
+pub const DEFAULT_HISTORY_REQUEST: usize = 20;
+
+/// One connected user.
+#[derive(Debug)]
+pub struct User {
+    /// The current name.
+    pub name: String,
+    /// Where the user connects from.
+    pub addr: SocketAddr,
+    /// The room the user is in.
+    room: RoomId,
+    /// The sequence number of the user's entry into that room.
+    entered: Seq,
+}
+
+/// Users, names, rooms, presence batches and history.
+#[derive(Debug)]
+pub struct Chat {
+    /// Every connected user.
+    users: HashMap<ConnId, User>,
+    /// Names of connected users, for uniqueness and `/msg`.
+    names: NameIndex<ConnId>,
+    /// The lobby and every room with users.
+    rooms: Rooms,
+    /// Rooms with a presence batch to flush (each listed once).
+    dirty: Vec<RoomId>,
+    /// Every room's recent lines.
+    history: History,
+    /// The next event sequence number (entries and departures).
+    next_seq: Seq,
+    /// What the loop must do next.
+    effects: Vec<Effect>,
+    /// Reused for presence flushes, so they do not allocate.
+    notices: Vec<Notice>,
+    /// The knobs.
+    settings: Settings,
+}
+
+impl Chat {
+    /// An empty chat: just the lobby.
+    pub fn new(settings: Settings) -> Chat {
+        Chat {
+            users: HashMap::new(),
+            names: NameIndex::new(),
+            rooms: Rooms::new(),
+            dirty: Vec::new(),
+            history: History::new(settings.history_per_room, settings.history_max_bytes),
+            next_seq: 0,
+            effects: Vec::new(),
+            notices: Vec::new(),
+            settings,
+        }
+    }
+
+    /// How many users are connected.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// True when nobody is connected.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Rooms that have users.
+    pub fn occupied_rooms(&self) -> usize {
+        self.rooms.occupied().count()
+    }
+
+    /// The user `id`, if connected.
+    pub fn user(&self, id: ConnId) -> Option<&User> {
+        self.users.get(&id)
+    }
+
+    /// A newcomer from `addr`: named after its address (made unique),
+    /// greeted, shown the lobby's history, announced to the lobby.
+    pub fn join(&mut self, id: ConnId, addr: SocketAddr, now: Now, out: &mut impl Outbound) {
+        let name = self.names.default_name(&addr.to_string());
+        self.names.insert(&name, id);
+        out.line(id, &protocol::you_are(&name));
+        self.users.insert(
+            id,
+            User {
+                name,
+                addr,
+                room: LOBBY_ID,
+                entered: 0,
+            },
+        );
+        self.enter(id, LOBBY_ID, now, out);
+    }
+
+    /// Takes user `id` out of the chat: name freed, departure batched in its
+    /// room (except at shutdown). Nothing more is queued for it.
+    pub fn leave(&mut self, id: ConnId, reason: &Leave, now: Now) {
+        let Some(user) = self.users.remove(&id) else {
+            return;
+        };
+        self.names.remove(&user.name, id);
+        let seq = self.take_seq();
+        let line = || protocol::left(&user.name, reason.departure());
+        if *reason == Leave::Shutdown {
+            self.exit(user.room, user.entered, now, None::<fn() -> String>, seq);
+        } else {
+            self.exit(user.room, user.entered, now, Some(line), seq);
+        }
+    }
+
+    /// Carries out `command` for user `id`.
+    pub fn execute(&mut self, id: ConnId, command: Command<'_>, now: Now, out: &mut impl Outbound) {
+        let Some(user) = self.users.get(&id) else {
+            return;
+        };
+        match command {
+            Command::Empty => {}
+            Command::Chat(text) => {
+                let line = protocol::chat(&user.name, text);
+                self.say(user.room, line, now, out);
+            }
+            Command::Me(text) => {
+                let line = protocol::action(&user.name, text);
+                self.say(user.room, line, now, out);
+            }
+            Command::Who => self.who(id, out),
+            Command::Rename(new) => self.rename(id, new, out),
+            Command::Msg { to, text } => self.private(id, to, text, out),
+            Command::Join(room) => self.join_room(id, room, now, out),
+            Command::Rooms => self.list_rooms(id, out),
+            Command::History(n) => {
+                let room = user.room;
+                self.history_reply(id, room, n.unwrap_or(DEFAULT_HISTORY_REQUEST), now, out);
+            }
+            Command::Help => {
+                let lines: Vec<String> = protocol::HELP.iter().map(|l| l.to_string()).collect();
+                self.reply_block(id, &lines, out);
+            }
+            Command::Quit(reason) => {
+                out.line(id, protocol::BYE);
+                let reason = Leave::Quit(reason.map(str::to_string));
+                self.effects.push(Effect::Disconnect(id, reason));
+            }
+            Command::Oper(_) => out.line(id, protocol::OPERS_DISABLED),
+            Command::Kick { .. }
+            | Command::Ban { .. }
+            | Command::Unban(_)
+            | Command::Bans
+            | Command::Wall(_) => out.line(id, protocol::PERMISSION_DENIED),
+            Command::Usage(usage) => out.line(id, usage),
+            Command::Unknown(word) => out.line(id, &protocol::unknown_command(word)),
+        }
+    }
+
+    /// Moves what the loop must do into `into`.
+    pub fn take_effects(&mut self, into: &mut Vec<Effect>) {
+        into.append(&mut self.effects);
+    }
+
+    /// Sends every room's batched arrival and departure notices.
+    pub fn flush_presence(&mut self, out: &mut impl Outbound) {
+        let mut notices = std::mem::take(&mut self.notices);
+        for room_id in std::mem::take(&mut self.dirty) {
+            let Some(room) = self.rooms.get_mut(room_id) else {
+                continue;
+            };
+            room.dirty = false;
+            room.presence.take_notices(&mut notices);
+            for notice in notices.drain(..) {
+                for member in room.members.entered_before(notice.heard_by_joined_before) {
+                    out.line(member, &notice.line);
+                }
+            }
+        }
+        self.notices = notices;
+    }
+
+    /// The flood tokens a reply of `lines` lines costs beyond the one its
+    /// command line took: PROTOCOL.md's "N/100 tokens, at least 1".
+    pub fn reply_cost(lines: usize) -> u32 {
+        let tokens = (lines / REPLY_LINES_PER_TOKEN).max(1);
+        u32::try_from(tokens - 1).unwrap_or(u32::MAX)
+    }
+
+    /// A chat line or action from a member of `room`: announced presence
+    /// first, then to everyone in the room, then into its history.
+    fn say(&mut self, room_id: RoomId, line: String, now: Now, out: &mut impl Outbound) {
+        debug!("{line}");
+        self.flush_presence(out);
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        for member in room.members.iter() {
+            out.line(member, &line);
+        }
+        self.history.push(&room.name, now.unix, &line);
+    }
+
+    /// `who`: the room's users in order of entry, after pending presence so
+    /// nobody is listed before their arrival was announced.
+    fn who(&mut self, id: ConnId, out: &mut impl Outbound) {
+        self.flush_presence(out);
+        let Some(room) = self.users.get(&id).and_then(|u| self.rooms.get(u.room)) else {
+            return;
+        };
+        let mut lines = Vec::with_capacity(room.members.len() + 1);
+        lines.push(protocol::who_head(room.members.len(), &room.name));
+        for member in room.members.iter() {
+            if let Some(user) = self.users.get(&member) {
+                lines.push(protocol::who_line(&user.name, member == id));
+            }
+        }
+        self.reply_block(id, &lines, out);
+    }
+
+    /// `/nick`, `/name`, `rename|`: the rules, then the room is told.
+    fn rename(&mut self, id: ConnId, new: &str, out: &mut impl Outbound) {
+        let Some(user) = self.users.get(&id) else {
+            return;
+        };
+        if user.name == new {
+            out.line(id, &protocol::already_named(new));
+            return;
+        }
+        if names::validate(new).is_err() {
+            out.line(id, &protocol::invalid_name(new));
+            return;
+        }
+        if self.names.check(new, id).is_err() {
+            out.line(id, &protocol::name_taken(new));
+            return;
+        }
+        let old = user.name.clone();
+        let room = user.room;
+        self.names.remove(&old, id);
+        self.names.insert(new, id);
+        if let Some(user) = self.users.get_mut(&id) {
+            user.name = new.to_string();
+        }
+        info!("{old} is now known as {new}");
+        self.flush_presence(out);
+        let line = protocol::renamed(&old, new);
+        if let Some(room) = self.rooms.get(room) {
+            for member in room.members.iter() {
+                out.line(member, &line);
+            }
+        }
+    }
+
+    /// `/msg NAME TEXT`: to a user in any room.
+    fn private(&mut self, id: ConnId, to: &str, text: &str, out: &mut impl Outbound) {
+        let recipient = self
+            .names
+            .find(to)
+            .and_then(|r| self.users.get(&r).map(|u| (r, u.name.clone())));
+        let (Some((recipient, recipient_name)), Some(sender)) = (recipient, self.users.get(&id))
+        else {
+            out.line(id, &protocol::no_such_user(to));
+            return;
+        };
+        let sender_name = sender.name.clone();
+        debug!("{sender_name} -> {recipient_name}: {text}");
+        self.flush_presence(out);
+        out.line(recipient, &protocol::private(&sender_name, text));
+        out.line(id, &protocol::private_sent(&recipient_name, text));
+    }
+
+    /// `/join ROOM`.
+    fn join_room(&mut self, id: ConnId, typed: &str, now: Now, out: &mut impl Outbound) {
+        let typed = typed.strip_prefix('#').unwrap_or(typed);
+        if names::validate_room(typed).is_err() {
+            out.line(id, &protocol::invalid_room(typed));
+            return;
+        }
+        let name = typed.to_lowercase();
+        let Some(user) = self.users.get(&id) else {
+            return;
+        };
+        let (old, entered) = (user.room, user.entered);
+        let target = self.rooms.find(&name);
+        if target == Some(old) {
+            out.line(id, &protocol::already_in(&name));
+            return;
+        }
+        if target.is_none() {
+            let old_frees =
+                old != LOBBY_ID && self.rooms.get(old).is_some_and(|r| r.members.len() == 1);
+            let after = self.rooms.len() + 1 - usize::from(old_frees);
+            if after > self.settings.max_rooms {
+                out.line(id, &protocol::too_many_rooms(self.settings.max_rooms));
+                return;
+            }
+        }
+        let user_name = user.name.clone();
+        let seq = self.take_seq();
+        let line = || protocol::left(&user_name, Departure::For(&name));
+        self.exit(old, entered, now, Some(line), seq);
+        let target = match self.rooms.find(&name) {
+            Some(room) => room,
+            None => self.rooms.create(&name),
+        };
+        out.line(id, &protocol::now_in(&name));
+        self.enter(id, target, now, out);
+    }
+
+    /// `/rooms`: rooms with users, most users first, ties by name.
+    fn list_rooms(&mut self, id: ConnId, out: &mut impl Outbound) {
+        let here = self.users.get(&id).map(|u| u.room);
+        let mut rooms: Vec<(usize, &str, bool)> = self
+            .rooms
+            .occupied()
+            .map(|room| {
+                let is_here = here
+                    .and_then(|h| self.rooms.get(h))
+                    .map(|r| r.name.as_str())
+                    == Some(room.name.as_str());
+                (room.members.len(), room.name.as_str(), is_here)
+            })
+            .collect();
+        rooms.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let mut lines = Vec::with_capacity(rooms.len() + 1);
+        lines.push(protocol::rooms_head(rooms.len()));
+        for (users, name, is_here) in rooms {
+            lines.push(protocol::rooms_line(name, users, is_here));
+        }
+        self.reply_block(id, &lines, out);
+    }
+
+    /// `/history [N]`, and the replay on entering a room.
+    fn history_reply(
+        &mut self,
+        id: ConnId,
+        room_id: RoomId,
+        n: usize,
+        now: Now,
+        out: &mut impl Outbound,
+    ) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let lines = self.history_block(&room.name, n, now);
+        if lines.is_empty() {
+            out.line(id, &protocol::no_history(&room.name));
+        } else {
+            self.reply_block(id, &lines, out);
+        }
+    }
+
+    /// The history block of the last `n` lines of `room`, or nothing when
+    /// the room has no history.
+    fn history_block(&self, room: &str, n: usize, now: Now) -> Vec<String> {
+        let lines = self.history.last(room, n);
+        if lines.is_empty() {
+            return Vec::new();
+        }
+        let mut block = Vec::with_capacity(lines.len() + 2);
+        block.push(protocol::history_head(lines.len()));
+        for line in lines {
+            let time = history::format_time(line.at, now.unix);
+            block.push(protocol::history_line(&time, &line.text));
+        }
+        block.push(protocol::END_OF_HISTORY.to_string());
+        block
+    }
+
+    /// Queues a multi-line reply and charges for its length.
+    fn reply_block(&mut self, id: ConnId, lines: &[String], out: &mut impl Outbound) {
+        out.block(id, lines);
+        let cost = Chat::reply_cost(lines.len());
+        if cost > 0 {
+            self.effects.push(Effect::Charge(id, cost));
+        }
+    }
+
+    /// Puts user `id` into room `room_id` as a new event: history replay to
+    /// it, arrival batched for the others.
+    fn enter(&mut self, id: ConnId, room_id: RoomId, now: Now, out: &mut impl Outbound) {
+        let seq = self.take_seq();
+        let Some(user) = self.users.get_mut(&id) else {
+            return;
+        };
+        user.room = room_id;
+        user.entered = seq;
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        room.members.push(seq, id);
+        room.presence.arrived(seq, &user.name);
+        if !room.dirty {
+            room.dirty = true;
+            self.dirty.push(room_id);
+        }
+        let room_name = room.name.clone();
+        if room.members.len() == 1 {
+            self.history.room_occupied(&room_name);
+        }
+        let replay = self.settings.history_replay;
+        if replay > 0 {
+            let block = self.history_block(&room_name, replay, now);
+            if !block.is_empty() {
+                out.block(id, &block);
+            }
+        }
+    }
+
+    /// Takes the member who entered `room_id` as `entered` out of it, with a
+    /// departure notice made by `line` (none at shutdown) as event `seq`. A
+    /// room other than the lobby that empties goes away (its history stays).
+    fn exit(
+        &mut self,
+        room_id: RoomId,
+        entered: Seq,
+        now: Now,
+        line: Option<impl FnOnce() -> String>,
+        seq: Seq,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        room.members.remove(entered);
+        if let Some(line) = line {
+            room.presence.left(seq, line);
+            if !room.dirty {
+                room.dirty = true;
+                self.dirty.push(room_id);
+            }
+        }
+        if room.members.is_empty() {
+            self.history.room_emptied(&room.name, now.unix);
+            self.rooms.remove_if_empty(room_id);
+        }
+    }
+
+    fn take_seq(&mut self) -> Seq {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+}
