@@ -19,6 +19,8 @@ pub mod conn;
 pub mod fdlimit;
 pub mod flood;
 pub mod framing;
+pub mod http;
+pub mod metrics;
 pub mod names;
 pub mod outbox;
 pub mod presence;
