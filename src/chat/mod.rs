@@ -601,3 +601,6 @@ impl Chat {
         seq
     }
 }
+
+#[cfg(test)]
+mod tests;
