@@ -62,6 +62,8 @@ pub struct Config {
     pub history: usize,
     /// The SQLite file for history and bans; `None` keeps history in memory.
     pub db: Option<std::path::PathBuf>,
+    /// Where to serve Prometheus metrics over HTTP, if anywhere.
+    pub metrics: Option<SocketAddr>,
     /// Per-connection line rate limit.
     pub flood: FloodLimit,
     /// Install SIGINT/SIGTERM handlers (the binary does; in-process tests don't).
@@ -86,6 +88,7 @@ impl Default for Config {
             max_rooms: DEFAULT_MAX_ROOMS,
             history: DEFAULT_HISTORY,
             db: None,
+            metrics: None,
             flood: DEFAULT_FLOOD,
             handle_signals: false,
             raise_fd_limit: true,

@@ -57,8 +57,10 @@ pub struct Conns {
     departures: Vec<(ConnId, Leave)>,
     /// Connections that left and wait to be reaped.
     to_reap: Vec<ConnId>,
-    /// Bytes queued in all outboxes.
-    queued_total: usize,
+    /// Bytes queued in all outboxes, and what left them.
+    totals: Totals,
+    /// Lines queued to a recipient, one per recipient (a metric).
+    deliveries: u64,
     /// Output buffer bytes freed since the loop last returned memory to
     /// the system.
     freed: usize,
@@ -79,7 +81,8 @@ impl Conns {
             retained: Vec::new(),
             departures: Vec::new(),
             to_reap: Vec::new(),
-            queued_total: 0,
+            totals: Totals::default(),
+            deliveries: 0,
             freed: 0,
             readers_holding: false,
             limits,
@@ -128,19 +131,29 @@ impl Conns {
 
     /// Bytes queued in all outboxes.
     pub fn queued_total(&self) -> usize {
-        self.queued_total
+        self.totals.queued
+    }
+
+    /// Lines queued to a recipient so far, one per recipient.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries
+    }
+
+    /// Bytes the kernel took from the outboxes so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.totals.sent
     }
 
     /// True while no input line may be taken from anyone: all queues
     /// together are past `--max-outbound-total`, or a user who is behind
     /// still reads at a healthy rate. O(1); checked before every line.
     pub fn input_blocked(&self) -> bool {
-        self.readers_holding || self.queued_total > self.limits.max_total
+        self.readers_holding || self.totals.queued > self.limits.max_total
     }
 
     /// True while all queues together are past `--max-outbound-total`.
     pub fn over_total(&self) -> bool {
-        self.queued_total > self.limits.max_total
+        self.totals.queued > self.limits.max_total
     }
 
     /// Marks `id` as leaving for `reason` (once): no more output is queued
@@ -157,7 +170,7 @@ impl Conns {
             let pending = conn.outbox.pending();
             let heap = conn.outbox.heap_bytes();
             conn.outbox.discard();
-            self.queued_total -= pending;
+            self.totals.queued -= pending;
             self.freed += heap;
         }
         conn.leaving = Some(reason.clone());
@@ -180,7 +193,7 @@ impl Conns {
     pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
         self.get(id)?;
         let conn = self.slab.remove(id.slot());
-        self.queued_total -= conn.outbox.pending();
+        self.totals.queued -= conn.outbox.pending();
         self.freed += conn.outbox.heap_bytes();
         Some(conn)
     }
@@ -209,7 +222,7 @@ impl Conns {
         if conn.outbox.is_empty() {
             return;
         }
-        match write_out(conn, now, &mut self.queued_total) {
+        match write_out(conn, now, &mut self.totals) {
             Ok(Flushed::All) => {
                 if !conn.buffer_retained && conn.outbox.heap_bytes() > 0 {
                     conn.buffer_retained = true;
@@ -295,11 +308,12 @@ impl Conns {
         let now = Instant::now();
         let was_empty = conn.outbox.is_empty();
         for line in lines {
-            if let Err(reason) = push(conn, line.as_ref(), limit, now, &mut self.queued_total) {
+            if let Err(reason) = push(conn, line.as_ref(), limit, now, &mut self.totals) {
                 self.leave(id, reason);
                 return;
             }
         }
+        self.deliveries += lines.len() as u64;
         if was_empty {
             conn.unstuck_at = now;
         }
@@ -339,6 +353,15 @@ impl Outbound for Conns {
     }
 }
 
+/// Bytes in the outboxes, kept up to date by every push, write and discard.
+#[derive(Debug, Default)]
+struct Totals {
+    /// Queued in all outboxes now.
+    queued: usize,
+    /// Taken by the kernel so far.
+    sent: u64,
+}
+
 /// The connection `id` in `slab`, unless its slot now holds another.
 fn find(slab: &mut Slab<Conn>, id: ConnId) -> Option<&mut Conn> {
     slab.get_mut(id.slot()).filter(|c| c.id == id)
@@ -356,27 +379,28 @@ fn push(
     line: &str,
     limit: usize,
     now: Instant,
-    total: &mut usize,
+    totals: &mut Totals,
 ) -> Result<(), Leave> {
     if conn.outbox.push_line(line.as_bytes(), limit).is_err() {
-        if let Err(error) = write_out(conn, now, total) {
+        if let Err(error) = write_out(conn, now, totals) {
             return Err(Leave::Failed(error.to_string()));
         }
         if conn.outbox.push_line(line.as_bytes(), limit).is_err() {
             return Err(Leave::TooSlow);
         }
     }
-    *total += line.len() + 1;
+    totals.queued += line.len() + 1;
     Ok(())
 }
 
 /// Writes as much of `conn`'s outbox as the kernel takes, keeping the
 /// total and the connection's progress up to date.
-fn write_out(conn: &mut Conn, now: Instant, total: &mut usize) -> io::Result<Flushed> {
+fn write_out(conn: &mut Conn, now: Instant, totals: &mut Totals) -> io::Result<Flushed> {
     let before = conn.outbox.pending();
     let result = conn.outbox.flush_to(&mut conn.socket);
     let written = before - conn.outbox.pending();
-    *total -= written;
+    totals.queued -= written;
+    totals.sent += written as u64;
     conn.note_progress(written, now);
     result
 }

@@ -20,6 +20,7 @@ pub mod command;
 pub mod config;
 pub mod conn;
 pub mod conns;
+pub mod endpoint;
 pub mod fdlimit;
 pub mod flood;
 pub mod framing;

@@ -16,7 +16,7 @@ chatd: a chat room you join with `nc HOST PORT`
 Usage: chatd [--listen ADDR]... [--idle-timeout SECS] [--max-line BYTES]
              [--max-clients N] [--max-outbound BYTES] [--max-outbound-total BYTES]
              [--flood-rate LINES_PER_S] [--flood-burst LINES] [--max-rooms N]
-             [--history LINES] [--db PATH] [--log-level LEVEL]
+             [--history LINES] [--db PATH] [--metrics ADDR] [--log-level LEVEL]
 
 Options:
   --listen ADDR             address to listen on, repeatable [default: 127.0.0.1:8000]
@@ -30,6 +30,7 @@ Options:
   --max-rooms N             rooms that may exist at once, lobby included [default: 1000]
   --history LINES           lines of history replayed on entering a room; 0 = none [default: 20]
   --db PATH                 SQLite file for history and bans [default: history in memory]
+  --metrics ADDR            serve Prometheus metrics over HTTP on ADDR [default: off]
   --log-level LEVEL         error, warn, info, debug or trace [default: info, or RUST_LOG]
   --flush-window-us MICROS  under load, delay writes this long to batch lines; 0 = never [default: 2000]
   -h, --help                print this help
@@ -139,6 +140,10 @@ fn parse_args() -> Result<Action, lexopt::Error> {
                 config.history = in_range(parser.value()?.parse()?, 0, MAX_HISTORY, "--history")?
             }
             Long("db") => config.db = Some(parser.value()?.into()),
+            Long("metrics") => {
+                let text: String = parser.value()?.parse()?;
+                config.metrics = Some(resolve(&text)?);
+            }
             Long("flood-rate") => {
                 flood.rate = in_range(parser.value()?.parse()?, 0, MAX_FLOOD, "--flood-rate")?
             }
@@ -179,7 +184,7 @@ fn resolve(text: &str) -> Result<SocketAddr, lexopt::Error> {
     text.to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| format!("invalid --listen address {text:?}").into())
+        .ok_or_else(|| format!("invalid address {text:?}").into())
 }
 
 /// Refuses values outside `min..=max`: a line, queue or room of 0 makes

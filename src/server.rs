@@ -39,9 +39,12 @@ use crate::command;
 use crate::config::{Config, HISTORY_MAX_BYTES, HISTORY_PER_ROOM};
 use crate::conn::{Conn, ReadResult};
 use crate::conns::{Conns, QueueLimits};
+use crate::endpoint::Endpoint;
 use crate::fdlimit;
 use crate::framing::Frame;
-use crate::id::{ConnId, SERVER_GENERATION, server_token};
+use crate::http::REQUEST_TIMEOUT;
+use crate::id::{ConnId, HTTP_GENERATION, SERVER_GENERATION, server_token};
+use crate::metrics::{self, Counters, Gauges, ProcessStats, RefusalReason};
 use crate::protocol;
 use crate::timer_wheel::{Tick, TimerWheel};
 use crate::tuning::{
@@ -66,6 +69,8 @@ use std::time::{Duration, Instant};
 const SIGNAL_TOKEN: usize = 0;
 /// The shutdown waker's token.
 const WAKER_TOKEN: usize = 1;
+/// The metrics listener's token.
+const METRICS_TOKEN: usize = 2;
 /// Listener `i` has token `FIRST_LISTENER + i`.
 const FIRST_LISTENER: usize = 16;
 
@@ -92,6 +97,8 @@ impl ShutdownHandle {
 enum Deadline {
     /// The connection may have been idle for `--idle-timeout`.
     Idle(ConnId),
+    /// The metrics request in this slot of the endpoint is out of time.
+    Scrape(usize),
 }
 
 /// Connections whose reading is suspended, and when to resume them. A
@@ -132,6 +139,10 @@ pub struct Server {
     wakeups: Wakeups,
     /// The flush window's state.
     flush: FlushPolicy,
+    /// The `--metrics` listener and its requests.
+    endpoint: Option<Endpoint>,
+    /// The counters PROTOCOL.md's metrics table lists, bumped in place.
+    counters: Counters,
     config: Config,
     max_clients: usize,
     started: Instant,
@@ -185,6 +196,21 @@ impl Server {
             listeners.push(listener);
             local_addrs.push(bound);
         }
+        let endpoint = match config.metrics {
+            Some(addr) => {
+                let mut endpoint = Endpoint::new(listen(addr)?);
+                let bound = endpoint.listener_mut().local_addr()?;
+                poll.registry().register(
+                    endpoint.listener_mut(),
+                    server_token(METRICS_TOKEN),
+                    Interest::READABLE,
+                )?;
+                info!("metrics listening on {bound}");
+                local_addrs.push(bound);
+                Some(endpoint)
+            }
+            None => None,
+        };
         let signals = if config.handle_signals {
             Some(install_signals(&poll)?)
         } else {
@@ -220,6 +246,8 @@ impl Server {
             timers: TimerWheel::new(WHEEL_SLOTS),
             wakeups: Wakeups::default(),
             flush: FlushPolicy::default(),
+            endpoint,
+            counters: Counters::new(),
             max_clients,
             started: Instant::now(),
             tick: 0,
@@ -237,9 +265,17 @@ impl Server {
         })
     }
 
-    /// The addresses actually bound (port 0 resolved), in `--listen` order.
+    /// The chat addresses actually bound (port 0 resolved), in `--listen`
+    /// order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local_addrs
+        &self.local_addrs[..self.listeners.len()]
+    }
+
+    /// The metrics address actually bound, with `--metrics`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.endpoint
+            .as_ref()
+            .and_then(|_| self.local_addrs.last().copied())
     }
 
     /// The client limit in force (given, or derived from the fd limit).
@@ -276,8 +312,15 @@ impl Server {
                     match id.slot() {
                         SIGNAL_TOKEN => stop |= self.signal_received(),
                         WAKER_TOKEN => stop |= self.shutdown_requested.load(Ordering::SeqCst),
+                        METRICS_TOKEN => self.accept_scrapes(now),
                         n => self.accept_all(n - FIRST_LISTENER, now),
                     }
+                    continue;
+                }
+                if id.generation() == HTTP_GENERATION {
+                    let readable =
+                        event.is_readable() || event.is_read_closed() || event.is_error();
+                    self.scrape_event(id.slot(), readable, event.is_writable());
                     continue;
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -364,7 +407,9 @@ impl Server {
 
     /// Welcomes a new connection, or turns it away when the server is full.
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Now) {
+        self.counters.connections_accepted += 1;
         if self.conns.len() >= self.max_clients {
+            self.counters.refused(RefusalReason::Full);
             info!("refused {peer}: server full ({} clients)", self.max_clients);
             let line = format!("{}\n", protocol::SERVER_FULL);
             let _best_effort = socket.write(line.as_bytes());
@@ -438,6 +483,7 @@ impl Server {
                     conn.parked = true;
                     let at = now.instant + conn.bucket.wait(flood, now.instant);
                     self.wakeups.flood.push(Reverse((at, id)));
+                    self.counters.flood_delays += 1;
                 }
                 return;
             }
@@ -457,7 +503,10 @@ impl Server {
                     return;
                 }
                 match conn.read_once(&mut self.scratch) {
-                    Ok((ReadResult::Data | ReadResult::Eof, _)) => continue,
+                    Ok((ReadResult::Data | ReadResult::Eof, n)) => {
+                        self.counters.bytes_received += n as u64;
+                        continue;
+                    }
                     Ok((ReadResult::Drained, _)) => return,
                     Err(error) => {
                         self.conns.leave(id, Leave::Failed(error.to_string()));
@@ -468,6 +517,7 @@ impl Server {
             };
             conn.last_active = now.instant;
             lines += 1;
+            self.counters.lines_received += 1;
             match input {
                 Input::Line(text) => {
                     self.chat
@@ -507,6 +557,7 @@ impl Server {
             }
             for (id, reason) in departures.drain(..) {
                 self.log_departure(id, &reason);
+                self.counters.disconnected(reason.metric());
                 self.chat.leave(id, &reason, now);
             }
             self.departures = departures;
@@ -612,6 +663,11 @@ impl Server {
         for deadline in due {
             match deadline {
                 Deadline::Idle(id) => self.check_idle(id, now),
+                Deadline::Scrape(key) => {
+                    if let Some(endpoint) = self.endpoint.as_mut() {
+                        endpoint.expire(self.poll.registry(), key);
+                    }
+                }
             }
         }
     }
@@ -639,6 +695,45 @@ impl Server {
             if let Some(conn) = self.conns.get_mut(id) {
                 conn.idle_timer = Some(timer);
             }
+        }
+    }
+
+    /// Accepts metrics requests, each with its deadline on the wheel.
+    fn accept_scrapes(&mut self, now: Now) {
+        let Some(endpoint) = self.endpoint.as_mut() else {
+            return;
+        };
+        let deadline = tick_at_or_after(self.started, now.instant + REQUEST_TIMEOUT);
+        let timers = &mut self.timers;
+        endpoint.accept_all(self.poll.registry(), |key| {
+            timers.insert(deadline, Deadline::Scrape(key))
+        });
+    }
+
+    /// Drives a metrics request; renders the metrics when it asks for them.
+    fn scrape_event(&mut self, key: usize, readable: bool, writable: bool) {
+        let Some(endpoint) = self.endpoint.as_mut() else {
+            return;
+        };
+        let (conns, chat, counters) = (&self.conns, &self.chat, &self.counters);
+        let render = |out: &mut Vec<u8>| {
+            let mut counters = counters.clone();
+            counters.deliveries = conns.deliveries();
+            counters.bytes_sent = conns.bytes_sent();
+            counters.history_lines = chat.history_lines();
+            let gauges = Gauges {
+                connections: conns.len() as u64,
+                rooms: chat.occupied_rooms() as u64,
+                outbound_queued_bytes: conns.queued_total() as u64,
+            };
+            let process = ProcessStats::read_self().ok();
+            metrics::render(&counters, &gauges, process.as_ref(), out);
+        };
+        let registry = self.poll.registry();
+        if let Some(timer) =
+            endpoint.event(registry, key, readable, writable, &mut self.scratch, render)
+        {
+            self.timers.remove(timer);
         }
     }
 
@@ -749,6 +844,7 @@ impl Server {
         let now = Now::read();
         for id in ids {
             self.chat.leave(id, &Leave::Shutdown, now);
+            self.counters.disconnected(Leave::Shutdown.metric());
             if let Some(mut conn) = self.conns.remove(id) {
                 let _ = self.poll.registry().deregister(&mut conn.socket);
             }
@@ -786,9 +882,15 @@ impl Server {
     /// The first tick that starts at or after `at`, so a deadline checked
     /// then is never early.
     fn tick_at_or_after(&self, at: Instant) -> Tick {
-        let nanos = at.saturating_duration_since(self.started).as_nanos();
-        nanos.div_ceil(TICK.as_nanos()) as Tick
+        tick_at_or_after(self.started, at)
     }
+}
+
+/// The first tick (of a clock started at `started`) that starts at or
+/// after `at`.
+fn tick_at_or_after(started: Instant, at: Instant) -> Tick {
+    let nanos = at.saturating_duration_since(started).as_nanos();
+    nanos.div_ceil(TICK.as_nanos()) as Tick
 }
 
 /// One unit of input, owned, so the connection can be let go while it runs.

@@ -24,6 +24,7 @@
 use crate::command::Command;
 use crate::history::{self, History};
 use crate::id::ConnId;
+use crate::metrics::DisconnectReason;
 use crate::names::{self, NameIndex};
 use crate::presence::{Notice, Seq};
 use crate::protocol::{self, Departure};
@@ -71,6 +72,19 @@ pub enum Leave {
 }
 
 impl Leave {
+    /// The `reason` label of `chatd_disconnects_total`.
+    pub fn metric(&self) -> DisconnectReason {
+        match self {
+            Leave::Closed => DisconnectReason::Closed,
+            Leave::Failed(_) => DisconnectReason::Error,
+            Leave::Quit(_) => DisconnectReason::Quit,
+            Leave::Idle => DisconnectReason::Idle,
+            Leave::TooSlow => DisconnectReason::TooSlow,
+            Leave::Kicked { .. } | Leave::WrongPasswords => DisconnectReason::Kicked,
+            Leave::Shutdown => DisconnectReason::Shutdown,
+        }
+    }
+
     /// How the departure notice says it.
     pub fn departure(&self) -> Departure<'_> {
         match self {
@@ -198,6 +212,8 @@ pub struct Chat {
     effects: Vec<Effect>,
     /// Reused for presence flushes, so they do not allocate.
     notices: Vec<Notice>,
+    /// Lines added to history so far (a metric).
+    history_lines: u64,
     /// The knobs.
     settings: Settings,
 }
@@ -214,6 +230,7 @@ impl Chat {
             next_seq: 0,
             effects: Vec::new(),
             notices: Vec::new(),
+            history_lines: 0,
             settings,
         }
     }
@@ -231,6 +248,11 @@ impl Chat {
     /// Rooms that have users.
     pub fn occupied_rooms(&self) -> usize {
         self.rooms.occupied().count()
+    }
+
+    /// Lines added to history so far.
+    pub fn history_lines(&self) -> u64 {
+        self.history_lines
     }
 
     /// The user `id`, if connected.
@@ -358,6 +380,7 @@ impl Chat {
             out.line(member, &line);
         }
         self.history.push(&room.name, now.unix, &line);
+        self.history_lines += 1;
     }
 
     /// `who`: the room's users in order of entry, after pending presence so

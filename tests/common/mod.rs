@@ -21,6 +21,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A server running in-process on its own thread; shut down on drop.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The metrics address, when the config asked for one.
+    pub metrics: Option<SocketAddr>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -32,10 +34,12 @@ impl TestServer {
         config.listen = vec!["127.0.0.1:0".parse().unwrap()];
         let server = Server::bind(config).expect("server binds");
         let addr = server.local_addrs()[0];
+        let metrics = server.metrics_addr();
         let handle = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run());
         TestServer {
             addr,
+            metrics,
             handle,
             thread: Some(thread),
         }
