@@ -37,6 +37,7 @@ pub mod rooms;
 pub mod server;
 pub mod timer_wheel;
 pub mod tuning;
+pub mod wakeups;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle};

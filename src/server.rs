@@ -47,6 +47,7 @@ use crate::id::{ConnId, HTTP_GENERATION, SERVER_GENERATION, server_token};
 use crate::metrics::{self, Counters, Gauges, ProcessStats, RefusalReason};
 use crate::protocol;
 use crate::timer_wheel::{Tick, TimerWheel};
+use crate::wakeups::Wakeups;
 use crate::tuning::{
     ACCEPT_PAUSE, BUSY_FANOUTS_PER_TICK, FD_RESERVE, GATE_RECHECK, LARGE_FANOUT, LINES_PER_TURN,
     LISTEN_BACKLOG, READ_CHUNK, SEND_BUFFER, SHUTDOWN_DRAIN, TICK, TOTAL_STALL, TRIM_AFTER_FREED,
@@ -57,8 +58,6 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,18 +98,6 @@ enum Deadline {
     Idle(ConnId),
     /// The metrics request in this slot of the endpoint is out of time.
     Scrape(usize),
-}
-
-/// Connections whose reading is suspended, and when to resume them. A
-/// connection is on at most one list (its `parked` flag).
-#[derive(Debug, Default)]
-struct Wakeups {
-    /// Waiting for a flood token: (when, who).
-    flood: BinaryHeap<Reverse<(Instant, ConnId)>>,
-    /// Waiting for the input gate to open.
-    gated: Vec<ConnId>,
-    /// Had their lines this turn: resumed in the next loop iteration.
-    next_turn: Vec<ConnId>,
 }
 
 /// The flush window: whether to hold writes so several lines share one.
@@ -304,7 +291,7 @@ impl Server {
                 return Err(error);
             }
             let now = Now::read();
-            let turn = std::mem::take(&mut self.wakeups.next_turn);
+            self.wakeups.begin_iteration();
             let mut stop = false;
             for event in events.iter() {
                 let id = ConnId::from_token(event.token());
@@ -334,7 +321,7 @@ impl Server {
                     self.settle(now);
                 }
             }
-            self.wake(turn, now);
+            self.wake(now);
             self.run_ticks(now);
             self.resume_accepting(now);
             self.flush_due_outboxes(now);
@@ -352,18 +339,18 @@ impl Server {
     /// while a connection waits for its next turn or the gate is open for
     /// held-back input; a few milliseconds while the gate is closed.
     fn poll_timeout(&self, now: Instant) -> Duration {
-        if !self.wakeups.next_turn.is_empty() {
+        if self.wakeups.turns_pending() {
             return Duration::ZERO;
         }
         let mut wake = self.tick_start(self.tick + 1);
-        if !self.wakeups.gated.is_empty() {
+        if self.wakeups.gated() {
             if !self.conns.input_blocked() {
                 return Duration::ZERO;
             }
             wake = wake.min(now + GATE_RECHECK);
         }
-        if let Some(Reverse((at, _))) = self.wakeups.flood.peek() {
-            wake = wake.min(*at);
+        if let Some(at) = self.wakeups.next_token() {
+            wake = wake.min(at);
         }
         if let Some(until) = self.accept_paused_until {
             wake = wake.min(until);
@@ -470,19 +457,19 @@ impl Server {
             }
             if lines == LINES_PER_TURN {
                 conn.parked = true;
-                self.wakeups.next_turn.push(id);
+                self.wakeups.until_next_turn(id);
                 return;
             }
             if blocked {
                 conn.parked = true;
-                self.wakeups.gated.push(id);
+                self.wakeups.until_gate_opens(id);
                 return;
             }
             if !conn.bucket.try_take(flood, now.instant) {
                 if conn.framer.buffered() > 0 || !conn.read_drained || conn.read_eof {
                     conn.parked = true;
                     let at = now.instant + conn.bucket.wait(flood, now.instant);
-                    self.wakeups.flood.push(Reverse((at, id)));
+                    self.wakeups.until_token(id, at);
                     self.counters.flood_delays += 1;
                 }
                 return;
@@ -582,29 +569,18 @@ impl Server {
 
     /// Resumes parked connections whose time has come: last iteration's
     /// turn-overs, the due flood wake-ups, and everyone held back by the
-    /// input gate once it is open.
-    ///
-    /// The due entries are taken out first: a connection that is parked
-    /// again goes on a list for a later pass, never this one, so this loop
-    /// always ends.
-    fn wake(&mut self, turn: Vec<ConnId>, now: Now) {
-        let mut due = turn;
-        while let Some(Reverse((at, id))) = self.wakeups.flood.peek().copied() {
-            if at > now.instant {
-                break;
-            }
-            self.wakeups.flood.pop();
-            due.push(id);
-        }
-        if !self.conns.input_blocked() {
-            due.append(&mut self.wakeups.gated);
-        }
-        for id in due {
+    /// input gate once it is open (see [`Wakeups::take_due`]).
+    fn wake(&mut self, now: Now) {
+        let mut due = std::mem::take(&mut self.ids);
+        let gate_open = !self.conns.input_blocked();
+        self.wakeups.take_due(now.instant, gate_open, &mut due);
+        for id in due.drain(..) {
             if let Some(conn) = self.conns.get_mut(id) {
                 conn.parked = false;
                 self.service_input(id, now);
             }
         }
+        self.ids = due;
     }
 
     /// Does the work of every tick that has come since the last call.
