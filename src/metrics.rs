@@ -165,7 +165,7 @@ impl Counters {
 }
 
 /// Values the server already keeps elsewhere, sampled when it renders.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Gauges {
     /// `chatd_connections`: chat connections open now, plain and TLS,
     /// handshakes included, metrics connections not.
@@ -174,6 +174,10 @@ pub struct Gauges {
     pub rooms: u64,
     /// `chatd_outbound_queued_bytes`: bytes waiting in all outboxes.
     pub outbound_queued_bytes: u64,
+    /// `chatd_loop_busy_max_seconds`: the longest one loop iteration spent
+    /// working (from the poll's return to the next poll) since the start:
+    /// how long the one thread ever kept everyone waiting.
+    pub loop_busy_max_seconds: f64,
 }
 
 /// The process's own figures, the `process_*` series every Prometheus
@@ -363,6 +367,12 @@ pub fn render(
         None,
         gauges.outbound_queued_bytes,
     );
+    w.family(
+        "chatd_loop_busy_max_seconds",
+        Kind::Gauge,
+        "The longest one event-loop iteration worked since the start.",
+    );
+    w.float("chatd_loop_busy_max_seconds", gauges.loop_busy_max_seconds);
 
     w.family(
         "chatd_connections_accepted_total",
@@ -553,6 +563,7 @@ mod tests {
         connections: 7,
         rooms: 2,
         outbound_queued_bytes: 1_024,
+        loop_busy_max_seconds: 0.25,
     };
 
     const SAMPLE_PROCESS: ProcessStats = ProcessStats {
@@ -581,6 +592,9 @@ chatd_rooms 2
 # HELP chatd_outbound_queued_bytes Bytes waiting in all outboxes.
 # TYPE chatd_outbound_queued_bytes gauge
 chatd_outbound_queued_bytes 1024
+# HELP chatd_loop_busy_max_seconds The longest one event-loop iteration worked since the start.
+# TYPE chatd_loop_busy_max_seconds gauge
+chatd_loop_busy_max_seconds 0.25
 # HELP chatd_connections_accepted_total Chat connections accept() returned, refused ones included.
 # TYPE chatd_connections_accepted_total counter
 chatd_connections_accepted_total 12

@@ -47,12 +47,12 @@ use crate::id::{ConnId, HTTP_GENERATION, SERVER_GENERATION, server_token};
 use crate::metrics::{self, Counters, Gauges, ProcessStats, RefusalReason};
 use crate::protocol;
 use crate::timer_wheel::{Tick, TimerWheel};
-use crate::wakeups::Wakeups;
 use crate::tuning::{
     ACCEPT_PAUSE, BUSY_FANOUTS_PER_TICK, FD_RESERVE, GATE_RECHECK, LARGE_FANOUT, LINES_PER_TURN,
     LISTEN_BACKLOG, READ_CHUNK, SEND_BUFFER, SHUTDOWN_DRAIN, TICK, TOTAL_STALL, TRIM_AFTER_FREED,
     WHEEL_SLOTS,
 };
+use crate::wakeups::Wakeups;
 use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Waker};
@@ -142,6 +142,8 @@ pub struct Server {
     out_of_fds: bool,
     /// Output buffer bytes freed since memory was last returned to the system.
     freed: usize,
+    /// The longest one iteration worked (poll return to next poll).
+    busy_max: Duration,
     signals: Option<Signals>,
     shutdown_requested: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -241,6 +243,7 @@ impl Server {
             accept_paused_until: None,
             out_of_fds: false,
             freed: 0,
+            busy_max: Duration::ZERO,
             signals,
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
@@ -327,6 +330,7 @@ impl Server {
             self.flush_due_outboxes(now);
             self.conns.update_gate(now.instant);
             self.reap();
+            self.busy_max = self.busy_max.max(now.instant.elapsed());
             if stop {
                 self.shut_down();
                 return Ok(());
@@ -692,6 +696,7 @@ impl Server {
             return;
         };
         let (conns, chat, counters) = (&self.conns, &self.chat, &self.counters);
+        let busy_max = self.busy_max;
         let render = |out: &mut Vec<u8>| {
             let mut counters = counters.clone();
             counters.deliveries = conns.deliveries();
@@ -701,6 +706,7 @@ impl Server {
                 connections: conns.len() as u64,
                 rooms: chat.occupied_rooms() as u64,
                 outbound_queued_bytes: conns.queued_total() as u64,
+                loop_busy_max_seconds: busy_max.as_secs_f64(),
             };
             let process = ProcessStats::read_self().ok();
             metrics::render(&counters, &gauges, process.as_ref(), out);
