@@ -19,12 +19,14 @@ pub mod conn;
 pub mod fdlimit;
 pub mod flood;
 pub mod framing;
+pub mod history;
 pub mod names;
 pub mod outbox;
 pub mod presence;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod timer_wheel;
 
 pub use config::Config;
