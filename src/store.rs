@@ -929,6 +929,14 @@ mod tests {
         assert_eq!(std::fs::read(db.path()).unwrap(), before, "file changed");
     }
 
+    /// The server may be built on one thread and run on another.
+    #[test]
+    fn the_store_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<Store>();
+        send::<crate::history::History>();
+    }
+
     #[test]
     fn lines_and_bans_survive_a_restart() {
         let db = TempDb::new("restart");
