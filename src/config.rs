@@ -29,10 +29,10 @@ pub const DEFAULT_MAX_ROOMS: usize = 1000;
 pub const DEFAULT_HISTORY: usize = 20;
 /// Lines of history each room keeps in memory (PROTOCOL.md: "the last 1000
 /// lines of each room").
-pub const HISTORY_PER_ROOM: usize = 1000;
+pub const HISTORY_PER_ROOM: usize = crate::history::LINES_PER_ROOM;
 /// Bytes of history all rooms keep in memory together (PROTOCOL.md: "at
 /// most 64 MiB in all").
-pub const HISTORY_MAX_BYTES: usize = 64 << 20;
+pub const HISTORY_MAX_BYTES: usize = crate::history::MAX_BYTES;
 /// `--max-outbound` must leave room for one longest line plus this much
 /// (PROTOCOL.md: "a value below `--max-line` + 256 is refused").
 pub const OUTBOUND_LINE_MARGIN: usize = 256;

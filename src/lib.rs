@@ -35,6 +35,7 @@ pub mod presence;
 pub mod protocol;
 pub mod rooms;
 pub mod server;
+pub mod store;
 pub mod timer_wheel;
 pub mod tuning;
 pub mod wakeups;

@@ -73,6 +73,13 @@ fn main() -> ExitCode {
         eprintln!("chatd: {error}");
         return ExitCode::from(2);
     }
+    // A file-size limit (`ulimit -f`) must make database writes fail, which
+    // chatd survives, rather than kill the process with SIGXFSZ.
+    // SAFETY: setting a signal's disposition to "ignore" has no handler to
+    // race with; nothing else in the process relies on SIGXFSZ.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     if let Err(error) = init_logging(level) {
         eprintln!("chatd: cannot start logging: {error}");
         return ExitCode::FAILURE;

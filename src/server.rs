@@ -46,6 +46,7 @@ use crate::http::REQUEST_TIMEOUT;
 use crate::id::{ConnId, HTTP_GENERATION, SERVER_GENERATION, server_token};
 use crate::metrics::{self, Counters, Gauges, ProcessStats, RefusalReason};
 use crate::protocol;
+use crate::store::Store;
 use crate::timer_wheel::{Tick, TimerWheel};
 use crate::tuning::{
     ACCEPT_PAUSE, BUSY_FANOUTS_PER_TICK, FD_RESERVE, GATE_RECHECK, LARGE_FANOUT, LINES_PER_TURN,
@@ -217,12 +218,25 @@ impl Server {
             config.flood.rate,
             config.flood.burst
         );
-        let chat = Chat::new(Settings {
-            history_replay: config.history,
-            max_rooms: config.max_rooms,
-            history_per_room: HISTORY_PER_ROOM,
-            history_max_bytes: HISTORY_MAX_BYTES,
-        });
+        let store = match &config.db {
+            Some(path) => {
+                let store = Store::open(path).map_err(|error| {
+                    io::Error::new(io::ErrorKind::InvalidData, error.to_string())
+                })?;
+                info!("history and bans kept in {}", path.display());
+                Some(store)
+            }
+            None => None,
+        };
+        let chat = Chat::new(
+            Settings {
+                history_replay: config.history,
+                max_rooms: config.max_rooms,
+                history_per_room: HISTORY_PER_ROOM,
+                history_max_bytes: HISTORY_MAX_BYTES,
+            },
+            store,
+        );
         Ok(Server {
             poll,
             listeners,
@@ -604,6 +618,7 @@ impl Server {
             }
         }
         self.settle(now);
+        self.chat.write_history();
         self.return_memory();
     }
 

@@ -29,8 +29,9 @@ use crate::names::{self, NameIndex};
 use crate::presence::{Notice, Seq};
 use crate::protocol::{self, Departure};
 use crate::rooms::{LOBBY_ID, RoomId, Rooms};
+use crate::store::Store;
 use crate::tuning::REPLY_LINES_PER_TOKEN;
-use log::{debug, info};
+use log::{debug, info, warn};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -206,6 +207,8 @@ pub struct Chat {
     dirty: Vec<RoomId>,
     /// Every room's recent lines.
     history: History,
+    /// With `--db`: where history is kept for good.
+    store: Option<Store>,
     /// The next event sequence number (entries and departures).
     next_seq: Seq,
     /// What the loop must do next.
@@ -219,14 +222,15 @@ pub struct Chat {
 }
 
 impl Chat {
-    /// An empty chat: just the lobby.
-    pub fn new(settings: Settings) -> Chat {
+    /// An empty chat: just the lobby; history also goes to `store`, if any.
+    pub fn new(settings: Settings, store: Option<Store>) -> Chat {
         Chat {
             users: HashMap::new(),
             names: NameIndex::new(),
             rooms: Rooms::new(),
             dirty: Vec::new(),
             history: History::new(settings.history_per_room, settings.history_max_bytes),
+            store,
             next_seq: 0,
             effects: Vec::new(),
             notices: Vec::new(),
@@ -380,6 +384,9 @@ impl Chat {
             out.line(member, &line);
         }
         self.history.push(&room.name, now.unix, &line);
+        if let Some(store) = self.store.as_mut() {
+            store.queue_line(&room.name, now.unix, &line);
+        }
         self.history_lines += 1;
     }
 
@@ -534,20 +541,41 @@ impl Chat {
     }
 
     /// The history block of the last `n` lines of `room`, or nothing when
-    /// the room has no history.
+    /// the room has no history. Memory answers when it holds enough; past
+    /// that, the database does (it has everything ever stored).
     fn history_block(&self, room: &str, n: usize, now: Now) -> Vec<String> {
-        let lines = self.history.last(room, n);
-        if lines.is_empty() {
-            return Vec::new();
+        if !self.history.covers(room, n)
+            && let Some(store) = &self.store
+        {
+            match store.recent(room, n) {
+                Ok(lines) => return history::block(&lines, now.unix),
+                Err(error) => warn!("history of #{room}: {error}"),
+            }
         }
-        let mut block = Vec::with_capacity(lines.len() + 2);
-        block.push(protocol::history_head(lines.len()));
-        for line in lines {
-            let time = history::format_time(line.at, now.unix);
-            block.push(protocol::history_line(&time, &line.text));
+        history::block(self.history.last(room, n), now.unix)
+    }
+
+    /// Once per tick: writes the history lines of the last tick to the
+    /// database, in one transaction.
+    pub fn write_history(&mut self) {
+        if let Some(store) = self.store.as_mut() {
+            store.flush();
         }
-        block.push(protocol::END_OF_HISTORY.to_string());
-        block
+    }
+
+    /// After a restart, a room's history is in the database only: the
+    /// first entry loads its recent lines into memory.
+    fn load_history(&mut self, room: &str) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if self.history.is_loaded(room) {
+            return;
+        }
+        match store.recent(room, self.history.per_room()) {
+            Ok(lines) => self.history.replace_room(room, lines),
+            Err(error) => warn!("loading the history of #{room}: {error}"),
+        }
     }
 
     /// Queues a multi-line reply and charges for its length.
@@ -579,6 +607,7 @@ impl Chat {
         }
         let room_name = room.name.clone();
         if room.members.len() == 1 {
+            self.load_history(&room_name);
             self.history.room_occupied(&room_name);
         }
         let replay = self.settings.history_replay;
