@@ -35,6 +35,9 @@ pub struct Notice {
     pub line: String,
     /// Delivered to users whose own arrival sequence number is below this.
     pub heard_by_joined_before: Seq,
+    /// An `N users have left` line: not for any of the N, even one who
+    /// came back before the flush (the room keeps who left in the batch).
+    pub not_for_departed: bool,
 }
 
 /// One kind of event (arrivals or departures) within the current batch.
@@ -62,12 +65,14 @@ impl Tally {
             out.push(Notice {
                 line: protocol::many(self.count, many),
                 heard_by_joined_before: many_bound,
+                not_for_departed: many_bound == Seq::MAX,
             });
             self.shown.clear();
         } else {
             out.extend(self.shown.drain(..).map(|(seq, line)| Notice {
                 line,
                 heard_by_joined_before: seq,
+                not_for_departed: false,
             }));
         }
         self.count = 0;

@@ -93,6 +93,9 @@ pub struct Room {
     pub members: Members,
     /// Arrivals and departures since the last flush.
     pub presence: PresenceBatch,
+    /// Who left the room since the last flush, so that an `N users have
+    /// left` line skips one of the N who came back before it was sent.
+    pub departed: Vec<ConnId>,
     /// Already on the list of rooms with a batch to flush.
     pub dirty: bool,
 }
@@ -134,6 +137,7 @@ impl Rooms {
             name: name.to_string(),
             members: Members::default(),
             presence: PresenceBatch::new(),
+            departed: Vec::new(),
             dirty: false,
         });
         self.by_name.insert(name.to_string(), id);

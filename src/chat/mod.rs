@@ -32,7 +32,7 @@ use crate::rooms::{LOBBY_ID, RoomId, Rooms};
 use crate::store::Store;
 use crate::tuning::REPLY_LINES_PER_TOKEN;
 use log::{debug, info, warn};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -292,9 +292,16 @@ impl Chat {
         let seq = self.take_seq();
         let line = || protocol::left(&user.name, reason.departure());
         if *reason == Leave::Shutdown {
-            self.exit(user.room, user.entered, now, None::<fn() -> String>, seq);
+            self.exit(
+                id,
+                user.room,
+                user.entered,
+                now,
+                None::<fn() -> String>,
+                seq,
+            );
         } else {
-            self.exit(user.room, user.entered, now, Some(line), seq);
+            self.exit(id, user.room, user.entered, now, Some(line), seq);
         }
     }
 
@@ -356,9 +363,17 @@ impl Chat {
             };
             room.dirty = false;
             room.presence.take_notices(&mut notices);
+            let departed = std::mem::take(&mut room.departed);
             for notice in notices.drain(..) {
+                let skip: HashSet<ConnId> = if notice.not_for_departed {
+                    departed.iter().copied().collect()
+                } else {
+                    HashSet::new()
+                };
                 for member in room.members.entered_before(notice.heard_by_joined_before) {
-                    out.line(member, &notice.line);
+                    if !skip.contains(&member) {
+                        out.line(member, &notice.line);
+                    }
                 }
             }
         }
@@ -488,7 +503,7 @@ impl Chat {
         let user_name = user.name.clone();
         let seq = self.take_seq();
         let line = || protocol::left(&user_name, Departure::For(&name));
-        self.exit(old, entered, now, Some(line), seq);
+        self.exit(id, old, entered, now, Some(line), seq);
         let target = match self.rooms.find(&name) {
             Some(room) => room,
             None => self.rooms.create(&name),
@@ -624,6 +639,7 @@ impl Chat {
     /// room other than the lobby that empties goes away (its history stays).
     fn exit(
         &mut self,
+        id: ConnId,
         room_id: RoomId,
         entered: Seq,
         now: Now,
@@ -636,6 +652,7 @@ impl Chat {
         room.members.remove(entered);
         if let Some(line) = line {
             room.presence.left(seq, line);
+            room.departed.push(id);
             if !room.dirty {
                 room.dirty = true;
                 self.dirty.push(room_id);
