@@ -1,18 +1,20 @@
-//! Hostile bytes (issue point 6): whatever a client sends, framing, cleaning
-//! and command parsing neither panic nor break their invariants, and the
-//! server stays usable for the sender and everyone else.
+//! Hostile bytes (README.md, "Limits and failure behaviour", point 6):
+//! whatever a client sends, framing, cleaning and command parsing neither
+//! panic nor break their invariants, and the server stays usable for the
+//! sender and everyone else.
 //!
 //! The property tests are the CI version of the `fuzz/` target: same path
 //! (`LineFramer` → `clean_line` → `command::parse`), arbitrary bytes in
-//! arbitrary chunkings.
+//! arbitrary chunkings, and the same reference split to agree with
+//! (`chatd_tools::reference`).
 
 mod common;
 
 use chatd::clean::clean_line;
 use chatd::command::{self, Command};
 use chatd::framing::{Frame, LineFramer};
+use chatd_tools::reference::{Event, reference};
 use common::TestServer;
-use common::reference::{Event, reference};
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------

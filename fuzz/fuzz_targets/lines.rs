@@ -16,11 +16,8 @@
 use chatd::clean::clean_line;
 use chatd::command::{self, Command};
 use chatd::framing::{Frame, LineFramer};
+use chatd_tools::reference::reference;
 use libfuzzer_sys::fuzz_target;
-
-#[path = "../../tests/common/reference.rs"]
-mod reference;
-use reference::reference;
 
 fn check(frame: Frame<'_>, max_line: usize) -> Option<Vec<u8>> {
     match frame {

@@ -6,8 +6,6 @@
 
 #![allow(dead_code)]
 
-pub mod reference;
-
 use chatd::{Config, Server, ShutdownHandle};
 use socket2::{Domain, Socket, Type};
 use std::io::{self, BufRead, BufReader, Read, Write};

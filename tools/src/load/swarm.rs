@@ -18,8 +18,8 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::client::{Client, State};
 use super::marker::{self, Marker};
-use super::procstat;
-use super::stats::{StepResult, Tally};
+use super::tally::{StepResult, Tally};
+use crate::procstat;
 
 /// Size of the one read buffer all clients share (single thread, so one is
 /// enough; it is also the most a single `read` can return).
@@ -40,6 +40,7 @@ fn own_cpu_s() -> f64 {
 /// How the swarm talks to the server.
 #[derive(Debug, Clone)]
 pub struct SwarmConfig {
+    /// The server.
     pub addr: SocketAddr,
     /// Each client sends `load<i>` as its first line.
     pub name_first: bool,
@@ -55,26 +56,34 @@ pub struct SwarmConfig {
 /// Outcome of the connect phase.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectReport {
+    /// Connects started (readers and slow clients).
     pub attempted: usize,
+    /// Connects that completed.
     pub connected: usize,
+    /// Connects that failed or timed out.
     pub failed: usize,
+    /// Seconds the phase took.
     pub elapsed_s: f64,
     /// Connections completed per second.
     pub rate: f64,
+    /// The first connect error, as an example.
     pub first_error: Option<String>,
 }
 
 /// One rate held for a while.
 #[derive(Debug, Clone)]
 pub struct StepPlan {
+    /// Step number, carried in every marker.
     pub step: u32,
     /// Total lines per second.
     pub rate: f64,
+    /// How long the senders send.
     pub duration: Duration,
     /// Clients 0..senders send, round robin.
     pub senders: usize,
     /// Chat text bytes per line.
     pub payload: usize,
+    /// How long to wait for late lines after the last send.
     pub grace: Duration,
 }
 
@@ -545,12 +554,16 @@ impl Swarm {
                     let rx_ns = origin.elapsed().as_nanos() as u64;
                     let Client {
                         input,
+                        history,
                         registered,
                         received,
                         next_seq,
                         ..
                     } = client;
                     input.feed(&scratch[..n], |line| {
+                        if history.in_block(line) {
+                            return;
+                        }
                         if let Some(tok) = token.as_deref()
                             && !*registered
                             && marker::find_bytes(line, tok).is_some()
@@ -558,6 +571,9 @@ impl Swarm {
                             *registered = true;
                         }
                         let Some(m) = marker::find(line) else {
+                            // Headers are looked for only in unmarked lines,
+                            // which are rare, so the hot path pays nothing.
+                            history.opens_block(line);
                             return;
                         };
                         if m.step != tally.step {

@@ -4,10 +4,15 @@
 //! `sysconf(_SC_CLK_TCK)`), memory from `/proc/PID/status` (`VmRSS`, and
 //! `VmHWM`, the peak, which catches a spike between two samples). Sampling
 //! another process this way costs it nothing, unlike an in-process profiler.
-//! The generator's own open-file limit is raised here too, since it is the
-//! same kind of process plumbing.
+//! [`RssSampler`] polls it from a thread to catch a peak as it happens. The
+//! tools' own open-file limit is raised here too, since it is the same kind
+//! of process plumbing.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// One reading of a process's counters.
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,6 +56,7 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The value of a `KEY:  1234 kB` line of `/proc/PID/status`, in KiB.
 fn status_kib(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
     line[key.len()..].split_whitespace().next()?.parse().ok()
@@ -80,6 +86,64 @@ pub fn raise_nofile_limit() -> (u64, u64) {
     (lim.rlim_cur, lim.rlim_max)
 }
 
+/// Samples a process's RSS from a thread of its own every `every` until
+/// finished, keeping the peak: `VmHWM` alone would not say *when* memory
+/// peaked, and the tools compare it against bounds during a run.
+#[derive(Debug)]
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RssSampler {
+    /// Starts sampling `pid` every `every`.
+    pub fn start(pid: i32, every: Duration) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(s) = sample(pid) {
+                        peak.fetch_max(s.rss, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(every);
+                }
+            })
+        };
+        RssSampler {
+            stop,
+            peak,
+            thread: Some(thread),
+        }
+    }
+
+    /// Highest VmRSS sampled so far, in bytes.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Stops the sampling thread; returns the peak.
+    pub fn finish(mut self) -> u64 {
+        self.stop_thread();
+        self.peak()
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +158,16 @@ mod tests {
     fn own_process_can_be_sampled() {
         let s = sample(std::process::id() as i32).expect("own /proc entry");
         assert!(s.rss > 0 && s.hwm >= s.rss);
+    }
+
+    #[test]
+    fn sampler_sees_own_rss() {
+        let sampler = RssSampler::start(std::process::id() as i32, Duration::from_millis(1));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sampler.peak() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(sampler.finish() > 0);
     }
 
     #[test]

@@ -15,19 +15,29 @@
 //! At the end: the server is alive, nobody was cut off, `who` lists nobody
 //! left over, and its RSS is back near where it started.
 
-use super::{Chatd, Checks, LineClient, Outcome, Rng, mib, start_chatd};
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
-use socket2::SockRef;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use socket2::SockRef;
+
+use super::{Checks, Outcome, start_chatd};
+use crate::chatd::{Chatd, UNTHROTTLED};
+use crate::line_client::LineClient;
+use crate::lines::HistorySkip;
+use crate::procstat;
+use crate::report::mib;
+
+/// `chatstress soak`'s numbers.
+#[derive(Debug)]
 pub struct Options {
-    pub chatd: PathBuf,
+    /// Clients (each connects, leaves and comes back many times).
     pub clients: usize,
+    /// How long clients keep coming back; then all leave.
     pub duration: Duration,
     /// Mean time between one client's chat lines.
     pub chat_every: Duration,
@@ -37,6 +47,7 @@ pub struct Options {
     pub lifetime: Duration,
     /// Mean time offline before coming back.
     pub offline: Duration,
+    /// Seed of the random schedule, so a failing run can be repeated.
     pub seed: u64,
 }
 
@@ -49,43 +60,65 @@ struct SenderLog {
     echo_at: Vec<Instant>,
 }
 
+/// How a graceful leave ends, once the marker line came back.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
+    /// Close the socket.
     Close,
+    /// Send `/quit` and wait for the server to close.
     Quit,
 }
 
+/// Where one client slot is in its life.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
-    Offline {
-        until: Instant,
-    },
+    /// Not connected; comes back at `until` (unless the run is ending).
+    Offline { until: Instant },
+    /// Connected, waiting for `You are NAME`.
     Greeting,
+    /// Chatting and renaming.
     Active,
+    /// Sent its marker line (`marker` is its seq) at `started`; leaves by
+    /// `mode` when the echo arrives.
     Leaving {
         marker: u32,
         started: Instant,
         mode: Mode,
     },
+    /// Sent `/quit`; waits for the server to close.
     Quitting,
 }
 
+/// One client slot; each connection in it gets a new uid.
 struct Client {
     state: State,
     stream: Option<TcpStream>,
+    /// This connection's id, in every chat line it sends.
     uid: u32,
+    /// Its current name (its address until a rename succeeds).
     name: String,
+    /// When its greeting arrived.
     joined_at: Instant,
+    /// Received bytes not yet split into lines.
     rbuf: Vec<u8>,
+    /// Bytes not yet written.
     wbuf: Vec<u8>,
     /// (end offset in wbuf, seq) of chat lines not yet fully written.
     pending_lines: Vec<(usize, u32)>,
+    /// Seq of its next chat line.
     next_seq: u32,
+    /// When it chats next.
     next_chat: Instant,
+    /// When it renames next.
     next_rename: Instant,
-    rename_pending: bool,
-    renames: u32,
+    /// When it leaves.
     leave_at: Instant,
+    /// A `/nick` was sent and its answer has not come yet.
+    rename_pending: bool,
+    /// Renames sent so far (the next name is `u<uid>r<renames>`).
+    renames: u32,
+    /// Skips history the server replays on joining, which is not traffic.
+    history: HistorySkip,
     /// Sender uid -> last seq received.
     last_seen: HashMap<u32, u32>,
     /// Uids connected when this client joined, plus the uid counter then.
@@ -93,6 +126,7 @@ struct Client {
     uid_counter_at_join: u32,
 }
 
+/// What the run did and what went wrong.
 #[derive(Default)]
 struct Stats {
     connects: u64,
@@ -109,6 +143,7 @@ struct Stats {
 }
 
 impl Stats {
+    /// Counts a broken invariant, keeping the first ten for the report.
     fn violation(&mut self, what: String) {
         self.violations += 1;
         if self.samples.len() < 10 {
@@ -117,6 +152,7 @@ impl Stats {
     }
 }
 
+/// The whole run: every client slot, every connection's send log, one poll.
 struct Soak {
     addr: SocketAddr,
     poll: Poll,
@@ -129,8 +165,9 @@ struct Soak {
     stats: Stats,
 }
 
-pub fn run(opts: Options) -> Outcome {
-    super::raise_nofile_limit();
+/// Runs the scenario against a fresh chatd at `chatd`.
+pub fn run(chatd: &Path, opts: Options) -> Outcome {
+    procstat::raise_nofile_limit();
     println!(
         "soak: {} clients for {:.0} s; per client: a line every {:?}, a rename every {:?}, \
          lifetime {:?}, offline {:?} (means); seed {}",
@@ -142,10 +179,7 @@ pub fn run(opts: Options) -> Outcome {
         opts.offline,
         opts.seed
     );
-    let args: Vec<String> = ["--flood-rate", "0", "--idle-timeout", "0"]
-        .map(String::from)
-        .to_vec();
-    let mut server = start_chatd(&opts.chatd, &args)?;
+    let mut server = start_chatd(chatd, &UNTHROTTLED)?;
     std::thread::sleep(Duration::from_millis(200));
     let base = server.sample();
     let started = Instant::now();
@@ -246,6 +280,7 @@ impl Soak {
                 next_rename: now,
                 rename_pending: false,
                 renames: 0,
+                history: HistorySkip::default(),
                 leave_at: now,
                 last_seen: HashMap::new(),
                 peers_at_join: Vec::new(),
@@ -390,6 +425,7 @@ impl Soak {
         c.next_seq = 0;
         c.rename_pending = false;
         c.renames = 0;
+        c.history = HistorySkip::default();
         c.last_seen.clear();
     }
 
@@ -536,6 +572,9 @@ impl Soak {
                 .and_then(|s| s.local_addr().ok())
                 .map(|a| a.to_string())
                 .unwrap_or_default();
+            // PROTOCOL.md: "connect | the newcomer | `You are NAME`, then
+            // the lobby's history", the name being "its peer address as
+            // printed by Rust's `SocketAddr` `Display`".
             if line != format!("You are {name}") {
                 self.stats
                     .violation(format!("bad greeting {line:?} for {name}"));
@@ -550,9 +589,11 @@ impl Soak {
             c.leave_at = now + self.rng.exp(self.opts.lifetime);
             return;
         }
-        if state == State::Quitting {
+        if state == State::Quitting || self.clients[i].history.is_history(line.as_bytes()) {
             return;
         }
+        // PROTOCOL.md, `/nick NEW`: "broadcast to the room `OLD is now known
+        // as NEW`; or `Name NEW is taken`"; names here are unique by uid.
         if let Some((_, rest)) = line.split_once(" is now known as ") {
             let c = &mut self.clients[i];
             if rest == format!("u{}r{}", c.uid, c.renames) && c.rename_pending {
@@ -567,6 +608,7 @@ impl Soak {
             self.clients[i].rename_pending = false;
             return;
         }
+        // A chat line is `NAME: TEXT`; the text is `s<uid>#<seq>`.
         let Some((_, text)) = line.rsplit_once(": ") else {
             return;
         };
@@ -667,6 +709,60 @@ impl Soak {
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
+        }
+    }
+}
+
+/// A small fast PRNG (xorshift64*): a seeded, repeatable schedule without a
+/// dependency.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (any value; the state is never zero).
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in 0..n (0 for n = 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Exponentially distributed with the given mean (capped at 20 means).
+    fn exp(&mut self, mean: Duration) -> Duration {
+        let u = self.unit().max(1e-12);
+        mean.mul_f64(-u.ln()).min(mean * 20)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_repeatable_and_in_range() {
+        let (mut a, mut b) = (Rng::new(42), Rng::new(42));
+        for _ in 0..1000 {
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
+        for _ in 0..1000 {
+            assert!(a.below(10) < 10);
+            let u = a.unit();
+            assert!((0.0..1.0).contains(&u));
+            assert!(a.exp(Duration::from_millis(5)) <= Duration::from_millis(100));
         }
     }
 }

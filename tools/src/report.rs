@@ -1,8 +1,8 @@
 //! Turning results into text: aligned tables for people, JSON for scripts.
 //!
-//! The JSON is written by hand (a tiny builder, no serde): the tool emits a
-//! handful of flat objects, and keeping the dependency list to what the
-//! server itself needs keeps the build small.
+//! The JSON is written by hand (a tiny builder, no serde): the tools emit a
+//! handful of flat objects, which does not justify a serialisation framework
+//! in their build.
 
 use std::fmt::Write;
 
@@ -10,6 +10,12 @@ use std::fmt::Write;
 #[derive(Debug)]
 pub struct Obj {
     buf: String,
+}
+
+impl Default for Obj {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Obj {
@@ -173,6 +179,11 @@ pub fn bytes(v: f64) -> String {
     }
 }
 
+/// Bytes as MiB with one decimal (the stress reports' unit for RSS).
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +198,14 @@ mod tests {
             .finish();
         assert_eq!(o, r#"{"a":"x\"y\n","b":null,"c":3,"d":true}"#);
         assert_eq!(array(["1".to_string(), "2".to_string()]), "[1,2]");
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(si(1_234_567.0), "1.23M");
+        assert_eq!(si(12_345.0), "12.3k");
+        assert_eq!(bytes(2048.0), "2.00 KiB");
+        assert_eq!(mib(3 << 20), "3.0 MiB");
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! The load generator's module tree, one idea per module.
+//! `chatload`, the load generator behind BENCHMARKS.md, one idea per module.
+//!
+//! It works against any line-based chat server (Go's, tokio's example,
+//! chatd): it only speaks the wire protocol, and only needs the server to
+//! broadcast a line to everyone, sender included, with the text intact.
 //!
 //! Why a single mio poll loop and no threads per client: the generator must
 //! hold 10,000 connections on the same 2-core machine as the server it
@@ -8,34 +12,37 @@
 //!
 //! ```text
 //! args --> scenario (fanout / ladder) --> swarm (mio loop of clients)
-//!   \--> suite / smoke --> chatd (child process) + scenario   stats, procstat --> report
+//!   \--> suite / smoke --> chatd (child process) + scenario
+//!                           marker, tally, procstat --> report
 //! ```
 
 mod args;
-mod chatd;
 mod client;
-mod lines;
 mod marker;
-mod procstat;
-mod report;
 mod scenario;
-mod stats;
 mod suite;
 mod swarm;
+mod tally;
+
+use std::process::ExitCode;
 
 use args::Mode;
 
-/// Runs the subcommand chosen on the command line; returns the exit status
-/// (0 only when every check that was asked for passed).
-pub fn main() -> i32 {
+pub use args::Options;
+pub use suite::{Smoke, smoke};
+
+/// Runs the subcommand chosen on the command line; the exit status is 0
+/// only when every check that was asked for passed, 1 when one failed, and
+/// 2 on a usage error or when chatd could not be started.
+pub fn main() -> ExitCode {
     let opts = match args::parse() {
         Ok(opts) => opts,
         Err(msg) => {
             eprintln!("chatload: {msg}\n\n{}", args::USAGE);
-            return 2;
+            return ExitCode::from(2);
         }
     };
-    match opts.mode {
+    let status = match opts.mode {
         Mode::Help => {
             println!("{}", args::USAGE);
             0
@@ -43,5 +50,6 @@ pub fn main() -> i32 {
         Mode::Fanout => scenario::run_cli(&opts),
         Mode::Suite => suite::run_suite(&opts),
         Mode::Smoke => suite::run_smoke(&opts),
-    }
+    };
+    ExitCode::from(status)
 }

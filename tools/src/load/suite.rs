@@ -10,11 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::args::Options;
-use super::chatd::{self, Chatd};
-use super::procstat;
-use super::report::{self, Obj};
 use super::scenario::{self, SessionReport};
-use super::stats;
+use crate::chatd::{self, Chatd};
+use crate::procstat;
+use crate::report::{self, Obj};
+use crate::stats;
 
 /// One figure of one scenario, across runs.
 #[derive(Debug, Clone)]
@@ -106,7 +106,7 @@ fn base(o: &Options) -> Options {
 
 /// Starts a fresh chatd and runs one session against it.
 fn session(path: &Path, o: &Options) -> Result<(SessionReport, usize), String> {
-    let server = Chatd::start(path, chatd::BASE_ARGS)?;
+    let server = Chatd::start(path, chatd::UNTHROTTLED)?;
     let rep = scenario::run_session(o, server.addr, Some(server.pid));
     let kicked = server.too_slow_count();
     server.stop();
@@ -114,7 +114,7 @@ fn session(path: &Path, o: &Options) -> Result<(SessionReport, usize), String> {
 }
 
 /// The `suite` subcommand.
-pub fn run_suite(o: &Options) -> i32 {
+pub fn run_suite(o: &Options) -> u8 {
     procstat::raise_nofile_limit();
     let path = match chatd::locate(o.chatd.as_deref()) {
         Ok(p) => p,
@@ -481,17 +481,53 @@ fn suite_run(
     Ok(())
 }
 
-/// The `smoke` subcommand: a few seconds of fan-out with every delivery
-/// checked. Exit status 0 only if everything arrived, exactly once, in order.
-pub fn run_smoke(o: &Options) -> i32 {
-    procstat::raise_nofile_limit();
-    let path = match chatd::locate(o.chatd.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("chatload: {e}");
-            return 2;
+/// What a smoke run found: [`smoke`] measures, the caller decides how to
+/// show it (`chatload smoke` prints it, `tests/chatload_smoke.rs` asserts).
+#[derive(Debug)]
+pub struct Smoke {
+    opts: Options,
+    report: SessionReport,
+    clean_exit: bool,
+    log_tail: String,
+}
+
+impl Smoke {
+    /// Every expected delivery arrived, once, in order, nothing was refused
+    /// or lost, and chatd exited 0 on SIGTERM.
+    pub fn passed(&self) -> bool {
+        self.problems().is_empty()
+    }
+
+    /// Why the run is not a pass (empty when it is).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.report.problems.clone();
+        if !self.clean_exit {
+            problems.push(format!(
+                "chatd did not exit 0 on SIGTERM; last log lines:\n{}",
+                self.log_tail
+            ));
         }
-    };
+        problems
+    }
+
+    /// The session as text (the table `chatload smoke` prints, ending with
+    /// `check: PASS` or `check: FAIL`).
+    pub fn text(&self) -> String {
+        scenario::session_text(&self.opts, &self.report)
+    }
+
+    /// The session as one JSON object.
+    pub fn json(&self) -> String {
+        scenario::session_json(&self.opts, &self.report)
+    }
+}
+
+/// A few seconds of fan-out against a fresh chatd at `path` (50 clients,
+/// 5 senders, 200 lines/s for 2 s) with every delivery checked. `o` gives
+/// the output options (`quiet` silences progress); the sizes are fixed.
+/// Bounded: every phase has a deadline (well under a minute in all). An
+/// error means chatd could not be started.
+pub fn smoke(path: &Path, o: &Options) -> Result<Smoke, String> {
     let opts = Options {
         clients: 50,
         senders: 5,
@@ -505,28 +541,38 @@ pub fn run_smoke(o: &Options) -> i32 {
         slow: 0,
         ..o.clone()
     };
-    let server = match Chatd::start(&path, chatd::BASE_ARGS) {
-        Ok(s) => s,
+    procstat::raise_nofile_limit();
+    let server = Chatd::start(path, chatd::UNTHROTTLED)?;
+    let report = scenario::run_session(&opts, server.addr, Some(server.pid));
+    let log_tail = server.log_tail();
+    let clean_exit = server.stop();
+    Ok(Smoke {
+        opts,
+        report,
+        clean_exit,
+        log_tail,
+    })
+}
+
+/// The `smoke` subcommand: [`smoke`] against the chatd next to this
+/// executable (or `--chatd`). Exit status 0 only if it passed.
+pub fn run_smoke(o: &Options) -> u8 {
+    let run = chatd::locate(o.chatd.as_deref()).and_then(|path| smoke(&path, o));
+    let smoke = match run {
+        Ok(smoke) => smoke,
         Err(e) => {
             eprintln!("chatload: {e}");
             return 2;
         }
     };
-    let rep = scenario::run_session(&opts, server.addr, Some(server.pid));
-    let log = server.log_tail();
-    let clean_exit = server.stop();
-    if opts.json {
-        println!("{}", scenario::session_json(&opts, &rep));
+    if o.json {
+        println!("{}", smoke.json());
     } else {
-        print!("{}", scenario::session_text(&opts, &rep));
+        print!("{}", smoke.text());
     }
-    let mut ok = rep.problems.is_empty();
-    for p in &rep.problems {
+    let problems = smoke.problems();
+    for p in &problems {
         eprintln!("chatload: FAIL: {p}");
     }
-    if !clean_exit {
-        eprintln!("chatload: FAIL: chatd did not exit 0 on SIGTERM; last log lines:\n{log}");
-        ok = false;
-    }
-    if ok { 0 } else { 1 }
+    if problems.is_empty() { 0 } else { 1 }
 }

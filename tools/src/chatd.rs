@@ -1,14 +1,11 @@
-//! Starting and stopping a chatd under test.
+//! Starting, watching and stopping the chatd under test.
 //!
-//! The suite and the smoke test measure a server they start themselves, on
-//! a free port, with flood control and the idle timeout off (they would
-//! otherwise measure the limits, not the server). The port is learned from
-//! the `listening on ADDR` line chatd logs at start; a helper thread keeps
-//! draining chatd's stderr afterwards, because a child blocked on a full
-//! pipe would look exactly like a slow server.
-//!
-//! chatstress includes this file too (`#[path]`), with its own flags; the
-//! items only one of the two tools uses are marked `allow(dead_code)`.
+//! Every tool measures a server it starts itself, on 127.0.0.1 port 0 so
+//! runs never collide; the port is learned from the log line PROTOCOL.md
+//! promises for scripts. A helper thread keeps draining chatd's stderr for
+//! the whole run, because a child blocked on a full pipe would look exactly
+//! like a slow server, and on the way it counts what the tools check: `too
+//! slow` cut-offs, panics, warnings.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -20,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use super::procstat::{self, ProcSample};
+use crate::procstat::{self, ProcSample};
 
 /// How long chatd gets to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,16 +28,9 @@ const TAIL_LINES: usize = 20;
 /// Warning, error and panic lines kept for [`Chatd::show_warnings`].
 const MAX_WARNINGS: usize = 2000;
 
-/// The flags every chatd chatload measures gets.
-#[allow(dead_code)] // chatload only
-pub const BASE_ARGS: [&str; 6] = [
-    "--listen",
-    "127.0.0.1:0",
-    "--flood-rate",
-    "0",
-    "--idle-timeout",
-    "0",
-];
+/// Flags that turn chatd's per-user limits off (flood control and the idle
+/// timeout), for runs that measure the server rather than its limits.
+pub const UNTHROTTLED: [&str; 4] = ["--flood-rate", "0", "--idle-timeout", "0"];
 
 /// What the stderr thread learned from the log.
 #[derive(Debug, Default)]
@@ -51,6 +41,7 @@ struct LogWatch {
     panics: AtomicUsize,
     /// Lines with `WARN`, `ERROR` or `panicked` (the first [`MAX_WARNINGS`]).
     warnings: Mutex<Vec<String>>,
+    /// The last [`TAIL_LINES`] lines, for error messages.
     tail: Mutex<VecDeque<String>>,
 }
 
@@ -58,14 +49,16 @@ struct LogWatch {
 #[derive(Debug)]
 pub struct Chatd {
     child: Child,
+    /// The address chatd logged it listens on (its first plain listener).
     pub addr: SocketAddr,
+    /// Its process id, for sampling it in `/proc`.
     pub pid: i32,
     log: Arc<LogWatch>,
 }
 
 /// The chatd to run: `explicit`, or the `chatd` next to this executable
-/// (cargo builds both binaries into the same `target/<profile>` directory).
-#[allow(dead_code)] // chatload only
+/// (the workspace builds the server and the tools into the same
+/// `target/<profile>` directory).
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
@@ -86,14 +79,15 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, String> {
 }
 
 impl Chatd {
-    /// Starts `path` with `args` (chatload passes [`BASE_ARGS`]) and waits
-    /// for its listening address.
+    /// Starts `path` listening on 127.0.0.1 port 0, with `args` after that
+    /// (e.g. [`UNTHROTTLED`]), and waits for its listening address.
     pub fn start<I, S>(path: &Path, args: I) -> Result<Chatd, String>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
         let mut child = Command::new(path)
+            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -120,6 +114,9 @@ impl Chatd {
                     Ok(_) => {}
                 }
                 let line = String::from_utf8_lossy(&raw).trim_end().to_string();
+                // PROTOCOL.md, --max-outbound: "a client whose output queued
+                // in the server ... exceeds this is disconnected as too slow,
+                // with a warning in the log containing `too slow`".
                 if line.contains("too slow") {
                     watch.too_slow.fetch_add(1, Ordering::Relaxed);
                 }
@@ -172,14 +169,12 @@ impl Chatd {
     }
 
     /// How many `panicked` lines chatd has logged.
-    #[allow(dead_code)] // chatstress only
     pub fn panic_count(&self) -> usize {
         self.log.panics.load(Ordering::Relaxed)
     }
 
     /// Prints up to `n` of the warnings chatd logged, those about `name`
     /// first.
-    #[allow(dead_code)] // chatstress only
     pub fn show_warnings(&self, name: &str, n: usize) {
         let Ok(w) = self.log.warnings.lock() else {
             return;
@@ -195,13 +190,11 @@ impl Chatd {
     }
 
     /// True while the process runs.
-    #[allow(dead_code)] // chatstress only
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
     /// chatd's CPU and memory now, from /proc (zeros if unreadable).
-    #[allow(dead_code)] // chatstress only
     pub fn sample(&self) -> ProcSample {
         procstat::sample(self.pid).unwrap_or_default()
     }
@@ -216,7 +209,8 @@ impl Chatd {
     }
 
     /// Stops chatd gracefully (SIGTERM), killing it if it lingers. Returns
-    /// whether it exited by itself with status 0.
+    /// whether it exited by itself with status 0, as PROTOCOL.md requires:
+    /// "SIGINT and SIGTERM shut it down gracefully ... and it exits 0".
     pub fn stop(mut self) -> bool {
         self.stop_inner()
     }
@@ -253,9 +247,20 @@ impl Drop for Chatd {
 }
 
 /// The address in a chatd log line `... listening on 127.0.0.1:41234`.
+///
+/// PROTOCOL.md: "At start the server logs a line containing `listening on
+/// ADDR` for each listener, with the real bound address, so that scripts can
+/// start it on port 0 and read the port (v2: `tls listening on ADDR` for TLS
+/// listeners and `metrics listening on ADDR` for the metrics listener)". The
+/// tools speak plain text, so those two are skipped.
 fn listening_addr(line: &str) -> Option<SocketAddr> {
-    let at = line.find("listening on ")?;
-    line[at + "listening on ".len()..]
+    const MARK: &str = "listening on ";
+    let at = line.find(MARK)?;
+    let before = line[..at].trim_end();
+    if before.ends_with("tls") || before.ends_with("metrics") {
+        return None;
+    }
+    line[at + MARK.len()..]
         .split_whitespace()
         .next()?
         .parse()
@@ -274,5 +279,10 @@ mod tests {
             Some(SocketAddr::from(([127, 0, 0, 1], 41234)))
         );
         assert_eq!(listening_addr("INFO starting"), None);
+        assert_eq!(listening_addr("INFO tls listening on 127.0.0.1:1"), None);
+        assert_eq!(
+            listening_addr("INFO metrics listening on 127.0.0.1:1"),
+            None
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 
 use mio::net::TcpStream;
 
-use super::lines::LineSplitter;
+use crate::lines::{HistorySkip, LineSplitter};
 
 /// Most bytes queued for sending per client before lines are refused.
 pub const MAX_OUT: usize = 256 * 1024;
@@ -29,11 +29,17 @@ pub enum State {
 /// One connection of the swarm.
 #[derive(Debug)]
 pub struct Client {
+    /// The non-blocking socket.
     pub stream: TcpStream,
+    /// Where it is in its life.
     pub state: State,
     /// False for `--slow` clients, which never read.
     pub reads: bool,
+    /// The unfinished tail of its input.
     pub input: LineSplitter,
+    /// Recognises replayed history, which is not counted.
+    pub history: HistorySkip,
+    /// Bytes queued for sending; `out[out_pos..]` is still unwritten.
     out: Vec<u8>,
     out_pos: usize,
     /// Saw the registration token.
@@ -54,6 +60,7 @@ impl Client {
             state: State::Connecting,
             reads,
             input: LineSplitter::default(),
+            history: HistorySkip::default(),
             out: Vec::new(),
             out_pos: 0,
             registered: false,

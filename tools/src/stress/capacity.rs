@@ -7,20 +7,28 @@
 //! needs more than its 20,000 descriptors. Parent and children talk over
 //! the children's stdin/stdout, one command or report per line.
 
-use super::{Checks, Outcome, mib, start_chatd};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{Checks, Outcome, start_chatd};
+use crate::procstat;
+use crate::report::mib;
+
+/// `chatstress capacity`'s numbers.
+#[derive(Debug)]
 pub struct Options {
-    pub chatd: PathBuf,
+    /// Connections in all (at least 1).
     pub clients: usize,
+    /// Most connections one child process holds.
     pub per_process: usize,
+    /// How long the idle CPU is measured.
     pub idle_secs: u64,
 }
 
+/// One child process holding connections, and the pipes to command it.
 struct Worker {
     child: Child,
     stdin: ChildStdin,
@@ -37,8 +45,12 @@ impl Worker {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other("child's pipes were not captured"));
+        };
+        let stdout = BufReader::new(stdout);
         Ok(Worker {
             child,
             stdin,
@@ -46,11 +58,13 @@ impl Worker {
         })
     }
 
+    /// Sends the child one command line.
     fn tell(&mut self, command: &str) -> io::Result<()> {
         writeln!(self.stdin, "{command}")?;
         self.stdin.flush()
     }
 
+    /// Reads the child's next report line.
     fn report(&mut self) -> io::Result<String> {
         let mut line = String::new();
         if self.stdout.read_line(&mut line)? == 0 {
@@ -60,14 +74,15 @@ impl Worker {
     }
 }
 
-pub fn run(opts: Options) -> Outcome {
+/// Runs the scenario against a fresh chatd at `chatd`.
+pub fn run(chatd: &Path, opts: Options) -> Outcome {
     let n = opts.clients;
     println!(
         "capacity: {n} connections, at most {} per client process",
         opts.per_process
     );
     // Idle timeout well past the run, so nobody is kicked while measured.
-    let server = start_chatd(&opts.chatd, &["--idle-timeout".into(), "600".into()])?;
+    let server = start_chatd(chatd, &["--idle-timeout", "600"])?;
     std::thread::sleep(Duration::from_millis(200));
     let base = server.sample();
     println!("  server RSS at start: {}", mib(base.rss));
@@ -94,7 +109,9 @@ pub fn run(opts: Options) -> Outcome {
     );
     let full = server.sample();
 
-    // One broadcast from the first connection; every connection expects it.
+    // One broadcast from the first connection; every connection expects it
+    // (PROTOCOL.md: "chat line | everyone in the room, sender included |
+    // `NAME: TEXT`").
     let probe = format!("capacity probe {}", std::process::id());
     let sent = Instant::now();
     workers[0]
@@ -170,7 +187,7 @@ pub fn run(opts: Options) -> Outcome {
 
 /// The child side: holds `count` connections, obeys its parent.
 pub fn child(addr: SocketAddr, count: usize) -> Outcome {
-    super::raise_nofile_limit();
+    procstat::raise_nofile_limit();
     let mut streams = Vec::with_capacity(count);
     for i in 0..count {
         let stream = connect_retrying(addr).map_err(|e| format!("connect #{i}: {e}"))?;
@@ -179,7 +196,8 @@ pub fn child(addr: SocketAddr, count: usize) -> Outcome {
             .map_err(|e| e.to_string())?;
         streams.push(stream);
     }
-    // Every connection's first line is its greeting.
+    // Every connection's first line is its greeting (PROTOCOL.md: "connect |
+    // the newcomer | `You are NAME`").
     let mut readers: Vec<Pending> = streams.into_iter().map(Pending::new).collect();
     for (i, r) in readers.iter_mut().enumerate() {
         let line = r.line().map_err(|e| format!("greeting #{i}: {e}"))?;
@@ -221,6 +239,8 @@ pub fn child(addr: SocketAddr, count: usize) -> Outcome {
     Ok(())
 }
 
+/// Connects, retrying a few times: a burst of 9,500 connects may overrun
+/// the listen backlog for a moment.
 fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {
     let mut tries = 0;
     loop {
@@ -251,6 +271,8 @@ impl Pending {
         }
     }
 
+    /// The next line, without its `\n`; blocks (the socket has a read
+    /// timeout).
     fn line(&mut self) -> io::Result<String> {
         loop {
             if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {

@@ -1,19 +1,19 @@
-//! Counting what was sent and what arrived, and how late.
+//! Counting what one load step sent and what arrived, and how late.
 //!
-//! Latency goes into an HDR histogram (microseconds, 3 significant digits)
-//! so that percentiles of millions of deliveries cost a few KiB and no
-//! sorting. Counts are kept beside it so a run can say not only how fast
-//! lines arrived but whether they all did, exactly once and in order.
+//! Counts are kept beside the latency histogram so a run can say not only
+//! how fast lines arrived but whether they all did, exactly once and in
+//! order.
 
 use hdrhistogram::Histogram;
 
-/// Highest latency the histogram tracks (60 s, in µs); later ones clamp.
-const MAX_US: u64 = 60_000_000;
+use crate::stats;
 
 /// Running counters of one step (one rate held for `--duration`).
 #[derive(Debug)]
 pub struct Tally {
+    /// The step these counters belong to (lines of other steps are stale).
     pub step: u32,
+    /// Send-to-receive latency of every delivery, in µs.
     pub hist: Histogram<u64>,
     /// Marked lines written (or queued) by senders.
     pub sent: u64,
@@ -36,7 +36,7 @@ impl Tally {
     pub fn new(step: u32) -> Self {
         Tally {
             step,
-            hist: new_histogram(),
+            hist: stats::new_histogram(),
             sent: 0,
             send_dropped: 0,
             expected: 0,
@@ -49,34 +49,31 @@ impl Tally {
 
     /// Records one delivery's latency.
     pub fn record_latency(&mut self, latency_ns: u64) {
-        let us = (latency_ns / 1000).clamp(1, MAX_US);
-        // Clamped into the histogram's range, so recording cannot fail.
-        let _ = self.hist.record(us);
+        stats::record_ns(&mut self.hist, latency_ns);
     }
-}
-
-/// A histogram for latencies in microseconds.
-pub fn new_histogram() -> Histogram<u64> {
-    // 1 µs .. 60 s at 3 significant digits is a valid configuration.
-    Histogram::new_with_bounds(1, MAX_US, 3).unwrap_or_else(|_| {
-        Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits is valid"))
-    })
 }
 
 /// What one step achieved, in the units the report prints.
 #[derive(Debug, Clone, Default)]
 pub struct StepResult {
+    /// The step's number within its session (0 for a single step).
     pub step: u32,
     /// Target lines/s.
     pub rate: f64,
     /// Lines/s the senders actually managed (below `rate` when the tool or
     /// its socket buffers could not keep the schedule).
     pub achieved_rate: f64,
+    /// See [`Tally::sent`].
     pub sent: u64,
+    /// See [`Tally::send_dropped`].
     pub send_dropped: u64,
+    /// See [`Tally::expected`].
     pub expected: u64,
+    /// See [`Tally::received`].
     pub received: u64,
+    /// See [`Tally::stale`].
     pub stale: u64,
+    /// See [`Tally::misordered`].
     pub misordered: u64,
     /// Receivers whose count differs from what they should have received.
     pub bad_receivers: u64,
@@ -84,10 +81,15 @@ pub struct StepResult {
     pub lost_clients: u64,
     /// Received deliveries per second of the step.
     pub deliveries_per_s: f64,
+    /// Median latency over the step's deliveries, ms.
     pub p50_ms: f64,
+    /// 90th percentile latency, ms.
     pub p90_ms: f64,
+    /// 99th percentile latency, ms.
     pub p99_ms: f64,
+    /// 99.9th percentile latency, ms.
     pub p999_ms: f64,
+    /// Highest latency, ms.
     pub max_ms: f64,
     /// Seconds after the last send until everything arrived (or grace ran out).
     pub drain_s: f64,
@@ -146,32 +148,9 @@ impl StepResult {
     }
 }
 
-/// Median, minimum and maximum of repeated measurements (NaNs ignored).
-pub fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    let median = if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    };
-    Some((median, v[0], v[v.len() - 1]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spread_of_odd_and_even_counts() {
-        assert_eq!(spread(&[3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
-        assert_eq!(spread(&[4.0, 1.0, 2.0, 3.0]), Some((2.5, 1.0, 4.0)));
-        assert_eq!(spread(&[f64::NAN]), None);
-    }
 
     #[test]
     fn latency_percentiles_in_ms() {

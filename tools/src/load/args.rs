@@ -1,4 +1,4 @@
-//! Command-line options, parsed with `lexopt` like chatd's own flags.
+//! `chatload`'s command line, parsed with `lexopt` like chatd's own flags.
 //!
 //! One flat [`Options`] struct serves every subcommand: the suite builds its
 //! scenarios by cloning the defaults and changing a few fields, so a scenario
@@ -24,6 +24,7 @@ pub enum Mode {
 /// Everything a session needs to know.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The subcommand.
     pub mode: Mode,
     /// Server to load (ignored when chatload starts chatd itself).
     pub addr: SocketAddr,
@@ -32,33 +33,48 @@ pub struct Options {
     /// Connects in flight at once, so the server's accept queue is not
     /// simply overrun (which would measure SYN retransmits, not the server).
     pub connect_concurrency: usize,
+    /// Bound on the whole connect phase.
     pub connect_timeout: Duration,
+    /// Bound on waiting until one broadcast has reached every client.
     pub register_timeout: Duration,
     /// Clients that send chat lines (the first `senders` clients).
     pub senders: usize,
     /// Total lines per second across all senders.
     pub rate: f64,
+    /// Sending time of one step (zero: connect and register only).
     pub duration: Duration,
     /// Bytes of chat text per line (the marker is padded up to this).
     pub payload: usize,
     /// How long after the last send to wait for stragglers.
     pub grace: Duration,
+    /// Raise the rate step by step until delivery or p99 fails.
     pub ladder: bool,
+    /// Rate multiplier per ladder step.
     pub ladder_factor: f64,
+    /// Most ladder steps.
     pub ladder_max_steps: usize,
+    /// A ladder step whose p99 latency is above this fails.
     pub p99_bound: Duration,
     /// Extra clients that connect and never read.
     pub slow: usize,
+    /// The server's pid, to sample its CPU and RSS from /proc.
     pub server_pid: Option<i32>,
+    /// Each client first sends the line `load<i>` (servers that ask for a
+    /// name before anything else).
     pub name_first: bool,
+    /// The server does not echo a chat line to its sender.
     pub no_self_echo: bool,
+    /// Print one JSON object on stdout instead of tables.
     pub json: bool,
+    /// Fail (exit 1) unless every expected line arrived, once, in order.
     pub check: bool,
     /// chatd binary to start (suite, smoke, or fanout with `--chatd`).
     pub chatd: Option<PathBuf>,
+    /// Suite: a seconds-long version of every scenario.
     pub quick: bool,
     /// Suite: run only these scenario numbers (1-7; 6 comes with 1).
     pub only: Vec<u32>,
+    /// Suite: how many times each scenario runs.
     pub runs: usize,
     /// No progress line on stderr.
     pub quiet: bool,

@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::args::Options;
-use super::chatd::{self, Chatd};
-use super::procstat::{self, ProcSample};
-use super::report::{self, Obj};
-use super::stats::StepResult;
 use super::swarm::{ConnectReport, StepPlan, Swarm, SwarmConfig};
+use super::tally::StepResult;
+use crate::chatd::{self, Chatd};
+use crate::procstat::{self, ProcSample};
+use crate::report::{self, Obj};
 
 /// Receivers × senders up to which order is always checked (it costs one
 /// word per pair).
@@ -33,8 +33,11 @@ const LADDER_MIN_DELIVERED: f64 = 0.999;
 /// Server counters at the three sampling points, and what follows from them.
 #[derive(Debug, Clone, Default)]
 pub struct ServerCost {
+    /// Before the first connect.
     pub before: ProcSample,
+    /// Once every client was registered and the room had settled.
     pub connected: ProcSample,
+    /// After the last step.
     pub after: ProcSample,
     /// (RSS once registered − RSS before connecting) / clients.
     pub rss_per_conn: f64,
@@ -49,19 +52,24 @@ pub struct ServerCost {
 /// Everything one session measured.
 #[derive(Debug, Clone, Default)]
 pub struct SessionReport {
+    /// Reading clients asked for.
     pub clients: usize,
+    /// Never-reading clients asked for.
     pub slow: usize,
+    /// How the connect phase went.
     pub connect: ConnectReport,
     /// Seconds until the token reached everyone.
     pub register_s: Option<f64>,
     /// Readers that never saw the token.
     pub register_missing: usize,
+    /// One result per step run (retries of a ladder step included).
     pub steps: Vec<StepResult>,
     /// Index of the last good ladder step.
     pub saturation: Option<usize>,
     /// The ladder ran out of steps before anything failed: the saturation
     /// point is a lower bound.
     pub ladder_capped: bool,
+    /// What the server cost, when its pid was known.
     pub server: Option<ServerCost>,
     /// Why the session is not a pass, for `--check` (empty = pass).
     pub problems: Vec<String>,
@@ -76,7 +84,7 @@ impl SessionReport {
 
 /// The `fanout` subcommand: one session against `--addr`, or against a
 /// chatd started here with `--chatd`.
-pub fn run_cli(o: &Options) -> i32 {
+pub fn run_cli(o: &Options) -> u8 {
     let (soft, hard) = procstat::raise_nofile_limit();
     let needed = (o.clients + o.slow) as u64 + 16;
     if soft < needed {
@@ -86,7 +94,7 @@ pub fn run_cli(o: &Options) -> i32 {
     let mut addr = o.addr;
     let mut pid = o.server_pid;
     if let Some(path) = &o.chatd {
-        match chatd::locate(Some(path)).and_then(|p| Chatd::start(&p, chatd::BASE_ARGS)) {
+        match chatd::locate(Some(path)).and_then(|p| Chatd::start(&p, chatd::UNTHROTTLED)) {
             Ok(c) => {
                 addr = c.addr;
                 pid = Some(c.pid);

@@ -5,34 +5,57 @@
 //! the server took, in order, and all its own probes), and the server's
 //! memory stays flat: it stops reading the flooder and TCP backpressure
 //! does the rest.
+//!
+//! PROTOCOL.md, `--flood-rate`, `--flood-burst`: "per-connection token
+//! bucket, full at connect, refilled at the rate; every line ... takes a
+//! token; lines without a token wait and are read later (TCP backpressure),
+//! never dropped".
 
-use super::{Checks, LineClient, Outcome, RssSampler, mib, percentile, start_chatd};
-use socket2::SockRef;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use socket2::SockRef;
+
+use super::{Checks, Outcome, start_chatd};
+use crate::line_client::LineClient;
+use crate::procstat::RssSampler;
+use crate::report::mib;
+use crate::stats::percentile;
+
+/// `chatstress flood`'s numbers.
+#[derive(Debug)]
 pub struct Options {
-    pub chatd: PathBuf,
+    /// Clients that probe their own round trip while the flood runs.
     pub observers: usize,
+    /// Most bytes the flooder tries to send.
     pub bytes: u64,
+    /// Most seconds the flooder tries.
     pub secs: u64,
+    /// Bytes per flood line, newline included (at least 32).
     pub line_bytes: usize,
     /// Passed to chatd; `None` keeps its defaults.
     pub flood_rate: Option<u32>,
+    /// The observers' p99 round trip must stay within this.
     pub p99_limit: Duration,
 }
 
+/// What one observer saw.
 struct Observed {
+    /// Flood lines received, in order.
     flood_lines: u64,
+    /// Round trip of each of its probes that came back.
     latencies: Vec<Duration>,
+    /// Probes it sent.
     probes_sent: u64,
+    /// The first thing that went wrong.
     error: Option<String>,
 }
 
-pub fn run(opts: Options) -> Outcome {
+/// Runs the scenario against a fresh chatd at `chatd`.
+pub fn run(chatd: &Path, opts: Options) -> Outcome {
     println!(
         "flood: 1 client sends up to {} in {}-byte lines for at most {} s; {} observers probe latency",
         mib(opts.bytes),
@@ -40,11 +63,12 @@ pub fn run(opts: Options) -> Outcome {
         opts.secs,
         opts.observers
     );
-    let mut args: Vec<String> = vec!["--idle-timeout".into(), "0".into()];
-    if let Some(rate) = opts.flood_rate {
-        args.extend(["--flood-rate".into(), rate.to_string()]);
+    let rate = opts.flood_rate.map(|r| r.to_string());
+    let mut args = vec!["--idle-timeout", "0"];
+    if let Some(rate) = &rate {
+        args.extend(["--flood-rate", rate]);
     }
-    let mut server = start_chatd(&opts.chatd, &args)?;
+    let mut server = start_chatd(chatd, &args)?;
     let base = server.sample();
     let sampler = RssSampler::start(server.pid, Duration::from_millis(20));
     let timeout = Duration::from_secs(30);
@@ -56,7 +80,10 @@ pub fn run(opts: Options) -> Outcome {
     for id in 0..opts.observers {
         let client = LineClient::join(server.addr, timeout).map_err(|e| e.to_string())?;
         let stop = Arc::clone(&stop);
-        observers.push(std::thread::spawn(move || observe(client, id, epoch, stop)));
+        let writer = client.writer.try_clone().map_err(|e| e.to_string())?;
+        observers.push(std::thread::spawn(move || {
+            observe(client, writer, id, epoch, stop)
+        }));
     }
     let flooder = LineClient::join(server.addr, timeout).map_err(|e| e.to_string())?;
     let flooder_name = flooder.name.clone();
@@ -127,8 +154,11 @@ pub fn run(opts: Options) -> Outcome {
 
     // End the flood with a reset: what the server had not read yet is
     // discarded with the connection; what it did read was broadcast before
-    // the departure notice. A closing client then says DONE until its own
-    // echo comes after that notice, so every observer has it too.
+    // the departure notice. A closing client waits until `who` no longer
+    // lists the flooder, then says DONE: the departure is then in a presence
+    // batch, flushed before DONE reaches anyone (PROTOCOL.md: a flush happens
+    // "also just before any other line caused by a user is sent to another
+    // user"), so an observer that sees DONE has seen every flood line.
     flood_over.store(true, Ordering::Relaxed);
     let echoed = echo.join().unwrap_or(0);
     let _ = SockRef::from(&raw).set_linger(Some(Duration::ZERO));
@@ -145,7 +175,17 @@ pub fn run(opts: Options) -> Outcome {
     }
     closer.send("DONE").map_err(|e| e.to_string())?;
     stop.store(true, Ordering::Relaxed);
-    let results: Vec<Observed> = observers.into_iter().map(|t| t.join().unwrap()).collect();
+    let results: Vec<Observed> = observers
+        .into_iter()
+        .map(|t| {
+            t.join().unwrap_or_else(|_| Observed {
+                flood_lines: 0,
+                latencies: Vec::new(),
+                probes_sent: 0,
+                error: Some("observer thread panicked".into()),
+            })
+        })
+        .collect();
     let peak = sampler.finish();
     let end = server.sample();
 
@@ -217,17 +257,22 @@ pub fn run(opts: Options) -> Outcome {
     checks.outcome()
 }
 
-/// One observer: a probe every 100 ms (half the flood rate), timed from
-/// send to echo; checks the flood lines' order; ends when the flooder's
-/// departure arrives after `stop`.
-fn observe(mut client: LineClient, id: usize, epoch: Instant, stop: Arc<AtomicBool>) -> Observed {
+/// One observer: a probe every 100 ms (half the flood rate) through
+/// `writer`, timed from send to echo; checks the flood lines' order; ends
+/// when the flooder's departure arrives after `stop`.
+fn observe(
+    mut client: LineClient,
+    mut writer: std::net::TcpStream,
+    id: usize,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+) -> Observed {
     let mut out = Observed {
         flood_lines: 0,
         latencies: Vec::new(),
         probes_sent: 0,
         error: None,
     };
-    let mut writer = client.writer.try_clone().expect("clone");
     let prober = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
@@ -289,6 +334,8 @@ fn observe(mut client: LineClient, id: usize, epoch: Instant, stop: Arc<AtomicBo
             }
             out.flood_lines += 1;
         } else if line.ends_with(" has left") && !line.contains(": ") {
+            // PROTOCOL.md: "disconnect (EOF, reset, `/quit`) | everyone left
+            // in the room | `NAME has left`"; the flooder is the only one.
             flooder_gone = true;
         } else if flooder_gone && line.ends_with(": DONE") {
             break;

@@ -4,19 +4,34 @@
 //! --max-outbound, the readers must get every line in order, and the
 //! server's RSS (sampled, and its VmHWM peak) must stay under
 //! clients x max-outbound + 64 MiB.
+//!
+//! PROTOCOL.md, `--max-outbound`: "a client whose output queued in the
+//! server (not counting kernel buffers) exceeds this is disconnected as too
+//! slow, with a warning in the log containing `too slow`".
 
-use super::{Checks, LineClient, Outcome, RssSampler, mib, start_chatd};
 use std::io::{BufWriter, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::{Checks, Outcome, start_chatd};
+use crate::line_client::LineClient;
+use crate::lines::find_newline;
+use crate::procstat::{self, RssSampler};
+use crate::report::mib;
+
+/// `chatstress slow`'s numbers.
+#[derive(Debug)]
 pub struct Options {
-    pub chatd: PathBuf,
+    /// Clients that connect and never read.
     pub non_readers: usize,
+    /// Clients that read everything and check it.
     pub readers: usize,
+    /// How long the sender sends.
     pub secs: u64,
+    /// Bytes per line, newline included (at least 32).
     pub line_bytes: usize,
+    /// chatd's `--max-outbound`.
     pub max_outbound: usize,
     /// SO_RCVBUF for the readers (None: the kernel's autotuning).
     pub reader_rcvbuf: Option<usize>,
@@ -24,8 +39,11 @@ pub struct Options {
 
 /// What one reader saw of the sender's lines.
 struct Seen {
+    /// Lines received in order.
     lines: u64,
+    /// `S-END` arrived.
     ended: bool,
+    /// The first thing that went wrong.
     error: Option<String>,
 }
 
@@ -41,18 +59,17 @@ fn read_all(client: LineClient) -> Seen {
         ended: false,
         error: None,
     };
-    // What the server already sent into the BufReader's buffer is lost
-    // here; the greeting was the only line read, and LineClient reads no
-    // further than a line's end... except for bytes of the next line, so
-    // start from what the BufReader holds.
+    // Reading the greeting may have buffered bytes past it: start from
+    // those, then read the socket directly.
     let mut buf: Vec<u8> = client.reader.buffer().to_vec();
     buf.reserve(1 << 20);
     let mut start = 0;
     let mut chunk = vec![0u8; 1 << 20];
     loop {
-        while let Some(nl) = super::find_newline(&buf[start..]) {
+        while let Some(nl) = find_newline(&buf[start..]) {
             let line = &buf[start..start + nl];
             start += nl + 1;
+            // The sender's lines arrive as `NAME: S<seq> ...`.
             let head = &line[..line.len().min(80)];
             let Some(at) = head.windows(3).position(|w| w == b": S") else {
                 continue;
@@ -94,24 +111,24 @@ fn read_all(client: LineClient) -> Seen {
     }
 }
 
-pub fn run(opts: Options) -> Outcome {
-    super::raise_nofile_limit();
+/// Runs the scenario against a fresh chatd at `chatd`.
+pub fn run(chatd: &Path, opts: Options) -> Outcome {
+    procstat::raise_nofile_limit();
     let clients = opts.non_readers + opts.readers + 1;
     println!(
         "slow: {} non-readers, {} readers, 1 sender of {}-byte lines for {} s, --max-outbound {}",
         opts.non_readers, opts.readers, opts.line_bytes, opts.secs, opts.max_outbound
     );
-    let args: Vec<String> = [
+    let max_outbound = opts.max_outbound.to_string();
+    let args = [
         "--flood-rate",
         "0",
         "--idle-timeout",
         "0",
         "--max-outbound",
-        &opts.max_outbound.to_string(),
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut server = start_chatd(&opts.chatd, &args)?;
+        &max_outbound,
+    ];
+    let mut server = start_chatd(chatd, &args)?;
     let base = server.sample();
     let sampler = RssSampler::start(server.pid, Duration::from_millis(20));
     let timeout = Duration::from_secs(60);
@@ -164,8 +181,8 @@ pub fn run(opts: Options) -> Outcome {
         bytes as f64 / elapsed.as_secs_f64() / 1048576.0
     );
 
-    let results: Vec<Seen> = readers.into_iter().map(|t| t.join().unwrap()).collect();
-    let own = echo.join().unwrap();
+    let results: Vec<Seen> = readers.into_iter().map(join_reader).collect();
+    let own = join_reader(echo);
     let peak_sampled = sampler.finish();
     let end = server.sample();
     let bound = clients as u64 * opts.max_outbound as u64 + (64 << 20);
@@ -225,4 +242,13 @@ pub fn run(opts: Options) -> Outcome {
     drop(idle);
     checks.check(server.stop(), "server exits 0 on SIGTERM");
     checks.outcome()
+}
+
+/// A reader thread's result; a reader that panicked saw nothing.
+fn join_reader(thread: std::thread::JoinHandle<Seen>) -> Seen {
+    thread.join().unwrap_or_else(|_| Seen {
+        lines: 0,
+        ended: false,
+        error: Some("reader thread panicked".into()),
+    })
 }

@@ -1,13 +1,16 @@
 //! The marker that makes a chat line measurable.
 //!
 //! Every line a sender writes carries `LM:<step>:<sender>:<seq>:<ns>:` then
-//! padding. The server only prefixes `NAME: `, so a receiver finds the marker
-//! anywhere in the line and learns who sent it, which one it was (for order
+//! padding. The server only prefixes `NAME: ` (PROTOCOL.md: "chat line |
+//! everyone in the room, sender included | `NAME: TEXT`"), so a receiver
+//! finds the marker anywhere in the line and learns who sent it, which one it was (for order
 //! and duplicate checks), and when (nanoseconds since this process's common
 //! origin, so no clock sync is needed: sender and receiver are the same
 //! process). The step number keeps late lines of one ladder step from being
-//! counted in the next. Only printable ASCII is used, so the server's line
-//! cleaning leaves the marker intact.
+//! counted in the next. Only printable ASCII is used and the padding is not
+//! blank, so the server's line cleaning leaves the line intact (PROTOCOL.md:
+//! "Control characters ... are removed", "Trailing spaces and tabs are
+//! trimmed").
 
 use std::io::Write;
 
@@ -19,9 +22,13 @@ const PAD: u8 = b'x';
 /// A decoded marker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Marker {
+    /// The ladder step the line belongs to.
     pub step: u32,
+    /// Index of the sending client.
     pub sender: u32,
+    /// The sender's line number within the step, from 0.
     pub seq: u64,
+    /// When it was sent: nanoseconds since the swarm's time origin.
     pub sent_ns: u64,
 }
 
