@@ -215,7 +215,8 @@ impl<T: Copy + Eq> NameIndex<T> {
 
     /// The owner of `name`, compared ignoring case (not as a look-alike:
     /// `/msg bobl` never reaches `bob1`). Should two owners share the name
-    /// (see [`Owners`]), the one who took it first.
+    /// (put in unchecked, e.g. by two servers of a cluster at once), the one
+    /// who took it first.
     pub fn find(&self, name: &str) -> Option<T> {
         self.by_fold.get(&fold(name)).and_then(Owners::first)
     }
