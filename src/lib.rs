@@ -19,6 +19,7 @@ pub mod conn;
 pub mod fdlimit;
 pub mod flood;
 pub mod framing;
+pub mod iplimit;
 pub mod names;
 pub mod outbox;
 pub mod presence;
