@@ -21,6 +21,7 @@ pub mod flood;
 pub mod framing;
 pub mod iplimit;
 pub mod names;
+pub mod oper;
 pub mod outbox;
 pub mod presence;
 pub mod room;
