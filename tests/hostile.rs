@@ -39,6 +39,10 @@ fn check_clean_and_parse(raw: &[u8]) -> Result<(), TestCaseError> {
     for c in text.chars() {
         let control = c.is_control() && c != '\t';
         prop_assert!(!control, "control {c:?} survived in {text:?}");
+        // PROTOCOL.md's ranges, written out here rather than taken from
+        // the cleaner, so the test does not trust what it checks.
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        prop_assert!(!bidi, "bidi {c:?} survived in {text:?}");
     }
     prop_assert!(!text.ends_with([' ', '\t']), "trailing blank in {text:?}");
     prop_assert!(text.len() <= raw.len() * 3, "cleaning cannot blow up");
@@ -113,6 +117,26 @@ fn hostile_byte() -> impl Strategy<Value = u8> {
     ]
 }
 
+/// Characters that matter to the cleaner: the bidi controls it removes
+/// (U+202A–U+202E, U+2066–U+2069), the characters on either side of those
+/// ranges and the implicit marks it keeps, controls, blanks and letters.
+fn hostile_char() -> impl Strategy<Value = char> {
+    prop_oneof![
+        4 => prop::char::range('\u{2028}', '\u{2030}'),
+        4 => prop::char::range('\u{2064}', '\u{206b}'),
+        1 => Just('\u{200e}'),
+        1 => Just('\u{200f}'),
+        1 => Just('\u{61c}'),
+        1 => Just('\u{1b}'),
+        1 => Just('\u{9b}'),
+        2 => Just(' '),
+        1 => Just('\t'),
+        1 => Just('/'),
+        3 => prop::char::range('a', 'z'),
+        1 => any::<char>(),
+    ]
+}
+
 fn max_lines() -> impl Strategy<Value = usize> {
     prop_oneof![1usize..=12, Just(4096)]
 }
@@ -161,6 +185,17 @@ proptest! {
     #[test]
     fn clean_and_parse_any_bytes(raw in prop::collection::vec(any::<u8>(), 0..200)) {
         check_clean_and_parse(&raw)?;
+    }
+
+    /// Text laced with bidi embeddings, overrides and isolates (which random
+    /// bytes almost never spell: each is three exact bytes), their
+    /// neighbours, controls and blanks: none of the nine survives.
+    #[test]
+    fn clean_and_parse_text_with_bidi_controls(
+        chars in prop::collection::vec(hostile_char(), 0..80),
+    ) {
+        let text: String = chars.into_iter().collect();
+        check_clean_and_parse(text.as_bytes())?;
     }
 }
 
@@ -259,6 +294,8 @@ fn nul_and_escape_heavy_lines_reach_others_clean() {
         (b"\xc2\x9b31mC1", Some("31mC1")),
         (b"bad \xff\xfe utf8", Some("bad \u{fffd}\u{fffd} utf8")),
         (b"x\x7f\x7fy", Some("xy")),
+        // U+202E RIGHT-TO-LEFT OVERRIDE and U+2066 LEFT-TO-RIGHT ISOLATE.
+        (b"\xe2\x80\xaeevil\xe2\x81\xa6 twin", Some("evil twin")),
         (b"\x1b]0;title\x07rest", Some("]0;titlerest")),
         (b"\x00\x01\x02", None),
         (b"\r\r\r", None),

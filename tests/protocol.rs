@@ -326,17 +326,24 @@ fn who_with_one_user_is_singular() {
     c.expect(&format!("  {} (you)", c.name));
 }
 
+/// v2: letters of any one script (UTS #39 single-script rule); a name that
+/// mixes scripts, such as Latin with Han, is invalid.
 #[test]
 fn names_may_use_unicode_letters() {
     let (_server, mut c) = room(Config::ephemeral(), 2);
     let n = names(&c);
     let old = c[0].name.clone();
-    c[0].send("/nick Zoë_日本-1.x");
-    c[0].expect(&format!("{old} is now known as Zoë_日本-1.x"));
-    c[1].expect(&format!("{old} is now known as Zoë_日本-1.x"));
-    c[1].send("/msg zoË_日本-1.X hi");
+    c[0].send("/nick Zoë_Ærø-1.x");
+    c[0].expect(&format!("{old} is now known as Zoë_Ærø-1.x"));
+    c[1].expect(&format!("{old} is now known as Zoë_Ærø-1.x"));
+    c[1].send("/msg zoË_æRØ-1.X hi");
     c[0].expect(&format!("[private] {}: hi", n[1]));
-    c[1].expect("[to Zoë_日本-1.x] hi");
+    c[1].expect("[to Zoë_Ærø-1.x] hi");
+    c[1].send("/nick 日本語かな_1");
+    c[1].expect(&format!("{} is now known as 日本語かな_1", n[1]));
+    c[0].skip_until(&format!("{} is now known as 日本語かな_1", n[1]));
+    c[0].send("/nick Zoë_日本");
+    c[0].expect("Invalid name: Zoë_日本 (1-32 letters, digits, _ - .)");
 }
 
 #[test]
