@@ -5,6 +5,7 @@
 //! changed here changes everywhere at once.
 
 use crate::flood::FloodLimit;
+use crate::iplimit::{Exempt, IpLimitConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -64,6 +65,12 @@ pub struct Config {
     pub db: Option<std::path::PathBuf>,
     /// Where to serve Prometheus metrics over HTTP, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// `--ip-max-connections` and `--ip-connect-rate`.
+    pub ip_limits: IpLimitConfig,
+    /// `--ip-exempt`: addresses per-address limits and bans never apply to.
+    pub exempt: Exempt,
+    /// `--oper-password-file`: enables operators.
+    pub oper_password_file: Option<std::path::PathBuf>,
     /// Per-connection line rate limit.
     pub flood: FloodLimit,
     /// Install SIGINT/SIGTERM handlers (the binary does; in-process tests don't).
@@ -89,6 +96,9 @@ impl Default for Config {
             history: DEFAULT_HISTORY,
             db: None,
             metrics: None,
+            ip_limits: IpLimitConfig::default(),
+            exempt: Exempt::default(),
+            oper_password_file: None,
             flood: DEFAULT_FLOOD,
             handle_signals: false,
             raise_fd_limit: true,

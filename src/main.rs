@@ -3,6 +3,7 @@
 //! same server in-process.
 
 use chatd::config::{self, Config};
+use chatd::iplimit::Exempt;
 use chatd::logging::LossyLogger;
 use chatd::server::Server;
 use log::LevelFilter;
@@ -16,7 +17,9 @@ chatd: a chat room you join with `nc HOST PORT`
 Usage: chatd [--listen ADDR]... [--idle-timeout SECS] [--max-line BYTES]
              [--max-clients N] [--max-outbound BYTES] [--max-outbound-total BYTES]
              [--flood-rate LINES_PER_S] [--flood-burst LINES] [--max-rooms N]
-             [--history LINES] [--db PATH] [--metrics ADDR] [--log-level LEVEL]
+             [--history LINES] [--db PATH] [--ip-max-connections N]
+             [--ip-connect-rate N] [--ip-exempt CIDR]... [--oper-password-file FILE]
+             [--metrics ADDR] [--log-level LEVEL]
 
 Options:
   --listen ADDR             address to listen on, repeatable [default: 127.0.0.1:8000]
@@ -30,6 +33,11 @@ Options:
   --max-rooms N             rooms that may exist at once, lobby included [default: 1000]
   --history LINES           lines of history replayed on entering a room; 0 = none [default: 20]
   --db PATH                 SQLite file for history and bans [default: history in memory]
+  --ip-max-connections N    connections open at once per address (IPv6: /64); 0 = no limit [default: 16]
+  --ip-connect-rate N       new connections per address per minute; 0 = no limit [default: 60]
+  --ip-exempt CIDR          addresses limits and bans never apply to, repeatable; `none` for
+                            no one [default: 127.0.0.0/8 and ::1/128]
+  --oper-password-file FILE enables /oper with the first line of FILE as the password
   --metrics ADDR            serve Prometheus metrics over HTTP on ADDR [default: off]
   --log-level LEVEL         error, warn, info, debug or trace [default: info, or RUST_LOG]
   --flush-window-us MICROS  under load, delay writes this long to batch lines; 0 = never [default: 2000]
@@ -48,14 +56,14 @@ const MAX_HISTORY: usize = 1000;
 
 /// What the command line asked for.
 enum Action {
-    Run(Config, Option<LevelFilter>),
+    Run(Box<Config>, Option<LevelFilter>),
     Help,
     Version,
 }
 
 fn main() -> ExitCode {
     let (config, level) = match parse_args() {
-        Ok(Action::Run(config, level)) => (config, level),
+        Ok(Action::Run(config, level)) => (*config, level),
         Ok(Action::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -91,7 +99,13 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             log::error!("{error}");
-            ExitCode::FAILURE
+            // A flag or file that cannot work (a bad password file, a
+            // refused combination) is a usage error, like a bad flag.
+            if error.kind() == std::io::ErrorKind::InvalidInput {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -106,6 +120,7 @@ fn parse_args() -> Result<Action, lexopt::Error> {
     };
     let mut level = None;
     let mut flood = config::DEFAULT_FLOOD;
+    let mut exempt: Vec<String> = Vec::new();
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
         match arg {
@@ -147,6 +162,12 @@ fn parse_args() -> Result<Action, lexopt::Error> {
                 config.history = in_range(parser.value()?.parse()?, 0, MAX_HISTORY, "--history")?
             }
             Long("db") => config.db = Some(parser.value()?.into()),
+            Long("ip-max-connections") => {
+                config.ip_limits.max_connections = parser.value()?.parse()?
+            }
+            Long("ip-connect-rate") => config.ip_limits.connect_rate = parser.value()?.parse()?,
+            Long("ip-exempt") => exempt.push(parser.value()?.parse::<String>()?),
+            Long("oper-password-file") => config.oper_password_file = Some(parser.value()?.into()),
             Long("metrics") => {
                 let text: String = parser.value()?.parse()?;
                 config.metrics = Some(resolve(&text)?);
@@ -180,10 +201,14 @@ fn parse_args() -> Result<Action, lexopt::Error> {
         }
     }
     config.flood = flood;
+    if !exempt.is_empty() {
+        config.exempt = Exempt::from_flags(exempt.iter().map(String::as_str))
+            .map_err(|msg| lexopt::Error::from(format!("--ip-exempt: {msg}")))?;
+    }
     if config.listen.is_empty() {
         config.listen.push(resolve(config::DEFAULT_LISTEN)?);
     }
-    Ok(Action::Run(config, level))
+    Ok(Action::Run(Box::new(config), level))
 }
 
 /// Accepts `HOST:PORT` as well as literal addresses (`localhost:8000`).

@@ -15,6 +15,7 @@
 //! The per-address memory of tries is filled by clients, so it forgets
 //! every try older than the interval, lazily, in O(tries forgotten).
 
+use crate::protocol;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -60,10 +61,10 @@ impl OperAttempt {
     /// The reply PROTOCOL.md gives the user.
     pub fn reply(self) -> &'static str {
         match self {
-            OperAttempt::Granted => "You are now an operator",
-            OperAttempt::Wrong => "Wrong password",
-            OperAttempt::TooSoon => "Too many attempts, try again later",
-            OperAttempt::Disabled => "Operators are not enabled on this server",
+            OperAttempt::Granted => protocol::NOW_OPERATOR,
+            OperAttempt::Wrong => protocol::WRONG_PASSWORD,
+            OperAttempt::TooSoon => protocol::TOO_MANY_ATTEMPTS,
+            OperAttempt::Disabled => protocol::OPERS_DISABLED,
         }
     }
 }

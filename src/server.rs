@@ -33,7 +33,7 @@
 //! [`crate::conns`]): once a reading user falls behind, or all queues
 //! together pass `--max-outbound-total`, the very next line waits.
 
-use crate::chat::{Chat, Effect, Leave, Now, Outbound, Settings};
+use crate::chat::{Chat, Effect, Leave, Now, Outbound, Security, Settings};
 use crate::clean::clean_line;
 use crate::command;
 use crate::config::{Config, HISTORY_MAX_BYTES, HISTORY_PER_ROOM};
@@ -44,7 +44,9 @@ use crate::fdlimit;
 use crate::framing::Frame;
 use crate::http::REQUEST_TIMEOUT;
 use crate::id::{ConnId, HTTP_GENERATION, SERVER_GENERATION, server_token};
+use crate::iplimit::IpLimits;
 use crate::metrics::{self, Counters, Gauges, ProcessStats, RefusalReason};
+use crate::oper::OperGate;
 use crate::protocol;
 use crate::store::Store;
 use crate::timer_wheel::{Tick, TimerWheel};
@@ -119,8 +121,10 @@ pub struct Server {
     local_addrs: Vec<SocketAddr>,
     /// Every connection: sockets, buffers, the input gate.
     conns: Conns,
-    /// Users, names, rooms, presence, history.
+    /// Users, names, rooms, presence, history, bans.
     chat: Chat,
+    /// Connections open and connects per minute, per address.
+    ip_limits: IpLimits,
     /// Deadlines, checked once per tick.
     timers: TimerWheel<Deadline>,
     /// Parked connections.
@@ -228,6 +232,15 @@ impl Server {
             }
             None => None,
         };
+        let oper = match &config.oper_password_file {
+            Some(path) => OperGate::from_file(path)
+                .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?,
+            None => OperGate::disabled(),
+        };
+        let security = Security {
+            oper,
+            exempt: config.exempt.clone(),
+        };
         let chat = Chat::new(
             Settings {
                 history_replay: config.history,
@@ -236,7 +249,9 @@ impl Server {
                 history_max_bytes: HISTORY_MAX_BYTES,
             },
             store,
+            security,
         );
+        let ip_limits = IpLimits::new(config.ip_limits, config.exempt.clone(), Instant::now());
         Ok(Server {
             poll,
             listeners,
@@ -246,6 +261,7 @@ impl Server {
                 max_total: config.max_outbound_total,
             }),
             chat,
+            ip_limits,
             timers: TimerWheel::new(WHEEL_SLOTS),
             wakeups: Wakeups::default(),
             flush: FlushPolicy::default(),
@@ -410,13 +426,30 @@ impl Server {
         }
     }
 
-    /// Welcomes a new connection, or turns it away when the server is full.
+    /// Welcomes a new connection, or turns it away: banned address, server
+    /// full, or over its address's limits (in that order).
     fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Now) {
         self.counters.connections_accepted += 1;
-        if self.conns.len() >= self.max_clients {
-            self.counters.refused(RefusalReason::Full);
-            info!("refused {peer}: server full ({} clients)", self.max_clients);
-            let line = format!("{}\n", protocol::SERVER_FULL);
+        let ip = peer.ip();
+        let refusal = if self.chat.is_banned(ip, now.unix) {
+            Some((
+                protocol::BANNED,
+                RefusalReason::Banned,
+                "banned".to_string(),
+            ))
+        } else if self.conns.len() >= self.max_clients {
+            let why = format!("server full ({} clients)", self.max_clients);
+            Some((protocol::SERVER_FULL, RefusalReason::Full, why))
+        } else if let Err(why) = self.ip_limits.admit(ip, now.instant) {
+            let line = protocol::TOO_MANY_FROM_ADDRESS;
+            Some((line, RefusalReason::IpLimit, why.to_string()))
+        } else {
+            None
+        };
+        if let Some((line, reason, why)) = refusal {
+            self.counters.refused(reason);
+            info!("refused {peer}: {why}");
+            let line = format!("{line}\n");
             let _best_effort = socket.write(line.as_bytes());
             return;
         }
@@ -434,6 +467,7 @@ impl Server {
             .register(&mut socket, id.token(), interest)
         {
             warn!("{peer}: could not register: {error}");
+            self.ip_limits.release(ip, now.instant);
             return;
         }
         let mut conn = Conn::new(
@@ -610,6 +644,7 @@ impl Server {
         self.tick = current;
         self.flush.fanouts_last_tick = std::mem::take(&mut self.flush.fanouts_this_tick);
         self.check_deadlines(now);
+        self.ip_limits.expire(now.instant);
         self.chat.flush_presence(&mut self.conns);
         self.conns.release_unused_buffers();
         if self.conns.over_total() {
@@ -792,6 +827,7 @@ impl Server {
             if let Some(timer) = conn.idle_timer.take() {
                 self.timers.remove(timer);
             }
+            self.ip_limits.release(conn.peer.ip(), Instant::now());
             if conn.leaving.as_ref().is_some_and(Leave::flush_on_close) {
                 let _best_effort = conn.outbox.flush_to(&mut conn.socket);
             } else if conn.leaving == Some(Leave::TooSlow) {

@@ -24,8 +24,10 @@
 use crate::command::Command;
 use crate::history::{self, History};
 use crate::id::ConnId;
+use crate::iplimit::{AddrKey, Bans, Exempt, ban_expiry};
 use crate::metrics::DisconnectReason;
 use crate::names::{self, NameIndex};
+use crate::oper::{MAX_WRONG_PASSWORDS, OperAttempt, OperGate};
 use crate::presence::{Notice, Seq};
 use crate::protocol::{self, Departure};
 use crate::rooms::{LOBBY_ID, RoomId, Rooms};
@@ -33,7 +35,7 @@ use crate::store::Store;
 use crate::tuning::REPLY_LINES_PER_TOKEN;
 use log::{debug, info, warn};
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// Where the chat's lines go: one outbox per user.
@@ -177,6 +179,32 @@ pub struct Settings {
     pub history_max_bytes: usize,
 }
 
+/// Who may run operator commands, and what bans may not touch.
+#[derive(Debug)]
+pub struct Security {
+    /// The `--oper-password-file` password and the memory of recent tries.
+    pub oper: OperGate,
+    /// `--ip-exempt`: addresses bans never apply to.
+    pub exempt: Exempt,
+}
+
+impl Default for Security {
+    /// No operators; loopback exempt.
+    fn default() -> Self {
+        Security {
+            oper: OperGate::disabled(),
+            exempt: Exempt::default(),
+        }
+    }
+}
+
+/// The default minutes of `/ban` (PROTOCOL.md: "default 60").
+pub const DEFAULT_BAN_MINUTES: u64 = 60;
+
+/// The kick reason of a ban (PROTOCOL.md: "the kicked users' reason is
+/// `banned`").
+pub const BANNED_REASON: &str = "banned";
+
 /// The default `/history` length (PROTOCOL.md: "without N, 20 whatever
 /// `--history` is").
 pub const DEFAULT_HISTORY_REQUEST: usize = 20;
@@ -192,6 +220,10 @@ pub struct User {
     room: RoomId,
     /// The sequence number of the user's entry into that room.
     entered: Seq,
+    /// An operator, after a successful `/oper`.
+    oper: bool,
+    /// Wrong `/oper` passwords so far on this connection.
+    wrong_passwords: u32,
 }
 
 /// Users, names, rooms, presence batches and history.
@@ -209,6 +241,10 @@ pub struct Chat {
     history: History,
     /// With `--db`: where history is kept for good.
     store: Option<Store>,
+    /// Operators' password and the addresses bans may not touch.
+    security: Security,
+    /// Banned addresses.
+    bans: Bans,
     /// The next event sequence number (entries and departures).
     next_seq: Seq,
     /// What the loop must do next.
@@ -222,8 +258,10 @@ pub struct Chat {
 }
 
 impl Chat {
-    /// An empty chat: just the lobby; history also goes to `store`, if any.
-    pub fn new(settings: Settings, store: Option<Store>) -> Chat {
+    /// An empty chat: just the lobby; history (and bans) also go to
+    /// `store`, if any, and the bans kept there apply at once.
+    pub fn new(settings: Settings, store: Option<Store>, security: Security) -> Chat {
+        let bans = load_bans(store.as_ref());
         Chat {
             users: HashMap::new(),
             names: NameIndex::new(),
@@ -231,6 +269,8 @@ impl Chat {
             dirty: Vec::new(),
             history: History::new(settings.history_per_room, settings.history_max_bytes),
             store,
+            security,
+            bans,
             next_seq: 0,
             effects: Vec::new(),
             notices: Vec::new(),
@@ -277,6 +317,8 @@ impl Chat {
                 addr,
                 room: LOBBY_ID,
                 entered: 0,
+                oper: false,
+                wrong_passwords: 0,
             },
         );
         self.enter(id, LOBBY_ID, now, out);
@@ -338,15 +380,29 @@ impl Chat {
                 let reason = Leave::Quit(reason.map(str::to_string));
                 self.effects.push(Effect::Disconnect(id, reason));
             }
-            Command::Oper(_) => out.line(id, protocol::OPERS_DISABLED),
+            Command::Oper(password) => self.oper(id, password, now, out),
             Command::Kick { .. }
             | Command::Ban { .. }
             | Command::Unban(_)
             | Command::Bans
-            | Command::Wall(_) => out.line(id, protocol::PERMISSION_DENIED),
+            | Command::Wall(_)
+                if !user.oper =>
+            {
+                out.line(id, protocol::PERMISSION_DENIED)
+            }
+            Command::Kick { name, reason } => self.kick(id, name, reason, out),
+            Command::Ban { target, minutes } => self.ban(id, target, minutes, now, out),
+            Command::Unban(address) => self.unban(id, address, now, out),
+            Command::Bans => self.list_bans(id, now, out),
+            Command::Wall(text) => self.wall(id, text, out),
             Command::Usage(usage) => out.line(id, usage),
             Command::Unknown(word) => out.line(id, &protocol::unknown_command(word)),
         }
+    }
+
+    /// True if connections from `ip` are refused: banned and not exempt.
+    pub fn is_banned(&mut self, ip: IpAddr, now_unix: i64) -> bool {
+        !self.security.exempt.contains(ip) && self.bans.is_banned(ip, now_unix)
     }
 
     /// Moves what the loop must do into `into`.
@@ -593,6 +649,180 @@ impl Chat {
         }
     }
 
+    /// `/oper PASSWORD`: at most one try per address per 10 s; the third
+    /// wrong password on a connection closes it.
+    fn oper(&mut self, id: ConnId, password: &str, now: Now, out: &mut impl Outbound) {
+        let Some(user) = self.users.get_mut(&id) else {
+            return;
+        };
+        let key = AddrKey::from_ip(user.addr.ip());
+        let attempt = self.security.oper.try_password(key, password, now.instant);
+        out.line(id, attempt.reply());
+        match attempt {
+            OperAttempt::Granted => {
+                user.oper = true;
+                warn!("{} ({}) is now an operator", user.name, user.addr);
+            }
+            OperAttempt::Wrong => {
+                user.wrong_passwords += 1;
+                info!(
+                    "{} ({}) gave a wrong operator password ({} of {MAX_WRONG_PASSWORDS})",
+                    user.name, user.addr, user.wrong_passwords
+                );
+                if user.wrong_passwords >= MAX_WRONG_PASSWORDS {
+                    self.effects
+                        .push(Effect::Disconnect(id, Leave::WrongPasswords));
+                }
+            }
+            OperAttempt::TooSoon | OperAttempt::Disabled => {}
+        }
+    }
+
+    /// `/kick NAME [REASON]`, by an operator.
+    fn kick(&mut self, id: ConnId, name: &str, reason: Option<&str>, out: &mut impl Outbound) {
+        let Some(target) = self.names.find(name) else {
+            out.line(id, &protocol::no_such_user(name));
+            return;
+        };
+        let (Some(oper), Some(victim)) = (self.users.get(&id), self.users.get(&target)) else {
+            return;
+        };
+        warn!(
+            "operator {} ({}) kicked {} ({}){}",
+            oper.name,
+            oper.addr,
+            victim.name,
+            victim.addr,
+            reason.map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        let (by, victim_name) = (oper.name.clone(), victim.name.clone());
+        self.kick_one(target, &by, reason, out);
+        out.line(id, &protocol::kicked(&victim_name));
+    }
+
+    /// Tells `target` it was kicked by `by` and has the loop close it.
+    fn kick_one(
+        &mut self,
+        target: ConnId,
+        by: &str,
+        reason: Option<&str>,
+        out: &mut impl Outbound,
+    ) -> Option<()> {
+        self.users.get(&target)?;
+        out.line(target, &protocol::kicked_you(by, reason));
+        self.effects.push(Effect::Disconnect(
+            target,
+            Leave::Kicked {
+                by: by.to_string(),
+                reason: reason.map(str::to_string),
+            },
+        ));
+        Some(())
+    }
+
+    /// `/ban NAME|ADDRESS [MINUTES]`, by an operator: every connection from
+    /// that address (its /64 for IPv6) is kicked and new ones refused.
+    fn ban(
+        &mut self,
+        id: ConnId,
+        target: &str,
+        minutes: Option<u64>,
+        now: Now,
+        out: &mut impl Outbound,
+    ) {
+        let ip = match target.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => match self.names.find(target).and_then(|t| self.users.get(&t)) {
+                Some(user) => user.addr.ip(),
+                None => {
+                    out.line(id, &protocol::no_such_user(target));
+                    return;
+                }
+            },
+        };
+        if self.security.exempt.contains(ip) {
+            out.line(id, &protocol::exempt_from_bans(&ip.to_string()));
+            return;
+        }
+        let key = AddrKey::from_ip(ip);
+        let minutes = minutes.unwrap_or(DEFAULT_BAN_MINUTES);
+        let until = ban_expiry(minutes, now.unix);
+        if let Err(full) = self.bans.ban(key, until, now.unix) {
+            out.line(id, &full.to_string());
+            return;
+        }
+        if let Some(store) = self.store.as_mut() {
+            store.save_ban(&key.to_string(), until);
+        }
+        let Some(oper) = self.users.get(&id) else {
+            return;
+        };
+        let by = oper.name.clone();
+        warn!(
+            "operator {by} ({}) banned {key} for {}",
+            oper.addr,
+            if until.is_some() {
+                format!("{minutes} min")
+            } else {
+                "good".to_string()
+            }
+        );
+        out.line(id, &protocol::banned(&key.to_string(), minutes));
+        let victims: Vec<ConnId> = self
+            .users
+            .iter()
+            .filter(|(_, user)| key.covers(user.addr.ip()))
+            .map(|(&victim, _)| victim)
+            .collect();
+        for victim in victims {
+            self.kick_one(victim, &by, Some(BANNED_REASON), out);
+        }
+    }
+
+    /// `/unban ADDRESS`, by an operator.
+    fn unban(&mut self, id: ConnId, address: &str, now: Now, out: &mut impl Outbound) {
+        let Some(key) = AddrKey::parse(address) else {
+            out.line(id, &protocol::not_banned(address));
+            return;
+        };
+        if !self.bans.unban(key, now.unix) {
+            out.line(id, &protocol::not_banned(&key.to_string()));
+            return;
+        }
+        if let Some(store) = self.store.as_mut() {
+            store.delete_ban(&key.to_string());
+        }
+        if let Some(oper) = self.users.get(&id) {
+            warn!("operator {} ({}) unbanned {key}", oper.name, oper.addr);
+        }
+        out.line(id, &protocol::unbanned(&key.to_string()));
+    }
+
+    /// `/bans`, by an operator: soonest expiry first, unlimited ones last.
+    fn list_bans(&mut self, id: ConnId, now: Now, out: &mut impl Outbound) {
+        let bans = self.bans.list(now.unix);
+        let mut lines = Vec::with_capacity(bans.len() + 1);
+        lines.push(protocol::bans_head(bans.len()));
+        for (key, until) in bans {
+            let until = until.map(history::format_until);
+            lines.push(protocol::bans_line(&key.to_string(), until.as_deref()));
+        }
+        self.reply_block(id, &lines, out);
+    }
+
+    /// `/wall TEXT`, by an operator: to everyone in every room.
+    fn wall(&mut self, id: ConnId, text: &str, out: &mut impl Outbound) {
+        let Some(oper) = self.users.get(&id) else {
+            return;
+        };
+        warn!("operator {} ({}) announced: {text}", oper.name, oper.addr);
+        let line = protocol::announcement(&oper.name, text);
+        self.flush_presence(out);
+        for &user in self.users.keys() {
+            out.line(user, &line);
+        }
+    }
+
     /// Queues a multi-line reply and charges for its length.
     fn reply_block(&mut self, id: ConnId, lines: &[String], out: &mut impl Outbound) {
         out.block(id, lines);
@@ -669,6 +899,34 @@ impl Chat {
         self.next_seq += 1;
         seq
     }
+}
+
+/// The bans kept in the database, less those that expired meanwhile.
+fn load_bans(store: Option<&Store>) -> Bans {
+    let mut bans = Bans::new();
+    let Some(store) = store else {
+        return bans;
+    };
+    let now = Now::read().unix;
+    match store.load_bans() {
+        Ok(saved) => {
+            for (text, until) in saved {
+                let Some(key) = AddrKey::parse(&text) else {
+                    warn!("ignoring a stored ban of {text:?}: not an address");
+                    continue;
+                };
+                if until.is_some_and(|until| until <= now) {
+                    continue;
+                }
+                if let Err(full) = bans.ban(key, until, now) {
+                    warn!("ignoring stored bans: {full}");
+                    break;
+                }
+            }
+        }
+        Err(error) => warn!("could not load bans: {error}"),
+    }
+    bans
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ impl World {
 
     fn with(settings: Settings) -> World {
         World {
-            chat: Chat::new(settings, None),
+            chat: Chat::new(settings, None, Security::default()),
             out: Rec::default(),
             now: at(0),
             next_slot: 0,
