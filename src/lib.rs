@@ -23,6 +23,7 @@ pub mod conns;
 pub mod endpoint;
 pub mod fdlimit;
 pub mod flood;
+pub mod flush;
 pub mod framing;
 pub mod history;
 pub mod http;

@@ -41,6 +41,7 @@ use crate::conn::{Conn, ReadResult};
 use crate::conns::{Conns, QueueLimits};
 use crate::endpoint::Endpoint;
 use crate::fdlimit;
+use crate::flush::FlushPolicy;
 use crate::framing::Frame;
 use crate::http::REQUEST_TIMEOUT;
 use crate::id::{ConnId, HTTP_GENERATION, SERVER_GENERATION, server_token};
@@ -51,9 +52,8 @@ use crate::protocol;
 use crate::store::Store;
 use crate::timer_wheel::{Tick, TimerWheel};
 use crate::tuning::{
-    ACCEPT_PAUSE, BUSY_FANOUTS_PER_TICK, FD_RESERVE, GATE_RECHECK, LARGE_FANOUT, LINES_PER_TURN,
-    LISTEN_BACKLOG, READ_CHUNK, SEND_BUFFER, SHUTDOWN_DRAIN, TICK, TOTAL_STALL, TRIM_AFTER_FREED,
-    WHEEL_SLOTS,
+    ACCEPT_PAUSE, FD_RESERVE, GATE_RECHECK, LINES_PER_TURN, LISTEN_BACKLOG, READ_CHUNK,
+    SEND_BUFFER, SHUTDOWN_DRAIN, TICK, TOTAL_STALL, TRIM_AFTER_FREED, WHEEL_SLOTS,
 };
 use crate::wakeups::Wakeups;
 use log::{info, warn};
@@ -101,17 +101,6 @@ enum Deadline {
     Idle(ConnId),
     /// The metrics request in this slot of the endpoint is out of time.
     Scrape(usize),
-}
-
-/// The flush window: whether to hold writes so several lines share one.
-#[derive(Debug, Default)]
-struct FlushPolicy {
-    /// When the pending outboxes must be written, if a flush is held.
-    due: Option<Instant>,
-    /// Large fan-outs flushed during the current tick.
-    fanouts_this_tick: u32,
-    /// Large fan-outs flushed during the previous tick.
-    fanouts_last_tick: u32,
 }
 
 /// A bound, not yet running chat server.
@@ -264,7 +253,7 @@ impl Server {
             ip_limits,
             timers: TimerWheel::new(WHEEL_SLOTS),
             wakeups: Wakeups::default(),
-            flush: FlushPolicy::default(),
+            flush: FlushPolicy::new(config.flush_window),
             endpoint,
             counters: Counters::new(),
             max_clients,
@@ -389,7 +378,7 @@ impl Server {
         if let Some(until) = self.accept_paused_until {
             wake = wake.min(until);
         }
-        if let Some(due) = self.flush.due {
+        if let Some(due) = self.flush.deadline() {
             wake = wake.min(due);
         }
         wake.saturating_duration_since(now)
@@ -642,7 +631,7 @@ impl Server {
             return;
         }
         self.tick = current;
-        self.flush.fanouts_last_tick = std::mem::take(&mut self.flush.fanouts_this_tick);
+        self.flush.tick();
         self.check_deadlines(now);
         self.ip_limits.expire(now.instant);
         self.chat.flush_presence(&mut self.conns);
@@ -770,49 +759,20 @@ impl Server {
     }
 
     /// Writes the outboxes touched since the last flush, unless the flush
-    /// window holds them (see [`Server::flush_is_due`]).
+    /// window holds them (see [`FlushPolicy`]).
     fn flush_due_outboxes(&mut self, now: Now) {
-        if !self.flush_is_due(now.instant) {
+        if !self.flush.due(self.conns.pending_flushes(), now.instant) {
             return;
         }
         let mut ids = std::mem::take(&mut self.ids);
         self.conns.take_flush_list(&mut ids);
-        if ids.len() >= LARGE_FANOUT {
-            self.flush.fanouts_this_tick += 1;
-        }
+        let written = ids.len();
         for id in ids.drain(..) {
             self.conns.flush(id, now.instant);
         }
+        self.flush.flushed(written, self.conns.deliveries());
         self.ids = ids;
         self.settle(now);
-    }
-
-    /// Whether to write the pending outboxes now. Normally yes, every
-    /// iteration; but while the room is busy with large fan-outs, the first
-    /// pending line may wait up to `flush_window` so that the lines arriving
-    /// meanwhile leave in the same `write` (each loopback `write` costs a few
-    /// microseconds of this thread's CPU however little it carries).
-    fn flush_is_due(&mut self, now: Instant) -> bool {
-        let pending = self.conns.pending_flushes();
-        if pending == 0 {
-            return false;
-        }
-        let busy = self.flush.fanouts_last_tick >= BUSY_FANOUTS_PER_TICK;
-        if self.config.flush_window.is_zero() || pending < LARGE_FANOUT || !busy {
-            self.flush.due = None;
-            return true;
-        }
-        match self.flush.due {
-            None => {
-                self.flush.due = Some(now + self.config.flush_window);
-                false
-            }
-            Some(due) if now >= due => {
-                self.flush.due = None;
-                true
-            }
-            Some(_) => false,
-        }
     }
 
     /// Closes the connections that left, after a last best-effort write of

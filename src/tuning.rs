@@ -97,3 +97,12 @@ pub const LARGE_FANOUT: usize = 256;
 /// Coalescing starts once the previous tick saw this many large fan-outs,
 /// so an idle room never waits.
 pub const BUSY_FANOUTS_PER_TICK: u32 = 2;
+
+/// Holding a flush goes on while held flushes carry at least this many
+/// lines per write on average; fewer, and holding only adds latency.
+pub const MIN_LINES_PER_HELD_WRITE: f64 = 2.0;
+
+/// While holding does not pay, one flush this often is held anyway, to
+/// find out whether the load changed (one line in 200 at 200 lines/s, so
+/// the p99 latency does not see it).
+pub const FLUSH_PROBE_EVERY: Duration = Duration::from_secs(1);
