@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod proc;
 pub mod reference;
 
 use chatd::{Config, Server, ShutdownHandle};
