@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod proc;
+
 use chatd::{Config, Server, ShutdownHandle};
 use socket2::{Domain, Socket, Type};
 use std::io::{self, BufRead, BufReader, Read, Write};

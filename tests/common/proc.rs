@@ -1,0 +1,120 @@
+//! The server as a process: its memory from /proc, signals, a log pipe the
+//! test can close, and the test's own descriptor limit.
+
+use super::{CHATD, READ_TIMEOUT, RealServer};
+use std::io::{BufRead, BufReader};
+use std::process::{ChildStderr, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// A field of /proc/PID/status given in kB (`VmRSS`, `VmHWM`), in bytes.
+pub fn status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let prefix = format!("{field}:");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kib: u64 = line[prefix.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("a number of kB");
+    kib * 1024
+}
+
+/// Resident memory now.
+pub fn rss_bytes(pid: u32) -> u64 {
+    status_bytes(pid, "VmRSS")
+}
+
+/// Peak resident memory since the process started.
+pub fn peak_rss_bytes(pid: u32) -> u64 {
+    status_bytes(pid, "VmHWM")
+}
+
+/// `bytes` in MiB, for messages.
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit, and checks
+/// that leaves at least `needed` descriptors (a test with thousands of
+/// client sockets in one process needs that).
+pub fn raise_nofile(needed: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+    assert!(
+        limit.rlim_cur >= needed as libc::rlim_t,
+        "this test needs {needed} descriptors; the hard RLIMIT_NOFILE is {} \
+         (raise it, e.g. `ulimit -Hn 4096`)",
+        limit.rlim_max
+    );
+}
+
+impl RealServer {
+    /// `chatd --listen 127.0.0.1:0 ARGS` with stderr to a pipe that the
+    /// test holds: it is read up to the `listening on ADDR` line and then
+    /// left alone, so the test can close it (drop the reader) while the
+    /// server runs. The returned server keeps no log.
+    pub fn start_holding_log(args: &[&str]) -> (RealServer, BufReader<ChildStderr>) {
+        let mut child = Command::new(CHATD)
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chatd starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        // Read on a helper thread so a server that never logs fails the
+        // test after READ_TIMEOUT instead of hanging it; the reader comes
+        // back with the address, positioned after the `listening on` line.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut log = BufReader::new(stderr);
+            let mut line = String::new();
+            while log.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Some((_, addr)) = line.split_once("listening on ") {
+                    let addr = addr.trim().to_string();
+                    let _ = tx.send((addr, log));
+                    return;
+                }
+                line.clear();
+            }
+        });
+        let (addr, log) = rx
+            .recv_timeout(READ_TIMEOUT)
+            .expect("chatd logs `listening on ADDR`");
+        let addr = addr.parse().expect("a socket address");
+        let server = RealServer {
+            child,
+            addr,
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        (server, log)
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill only sends a signal to our own child process.
+        let sent = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "signal {signal} delivered");
+    }
+
+    /// The exit status if the server has exited, without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+}
