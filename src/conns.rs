@@ -148,12 +148,14 @@ impl Conns {
     /// together are past `--max-outbound-total`, or a user who is behind
     /// still reads at a healthy rate. O(1); checked before every line.
     pub fn input_blocked(&self) -> bool {
-        self.readers_holding || self.totals.queued > self.limits.max_total
+        self.readers_holding || self.over_total()
     }
 
     /// True while all queues together are past `--max-outbound-total`.
+    /// What counts is the memory the outboxes hold (their capacity), not
+    /// only the bytes waiting in them: that is what the limit protects.
     pub fn over_total(&self) -> bool {
-        self.totals.queued > self.limits.max_total
+        self.totals.held > self.limits.max_total
     }
 
     /// Marks `id` as leaving for `reason` (once): no more output is queued
@@ -171,6 +173,7 @@ impl Conns {
             let heap = conn.outbox.heap_bytes();
             conn.outbox.discard();
             self.totals.queued -= pending;
+            self.totals.held -= heap;
             self.freed += heap;
         }
         conn.leaving = Some(reason.clone());
@@ -194,6 +197,7 @@ impl Conns {
         self.get(id)?;
         let conn = self.slab.remove(id.slot());
         self.totals.queued -= conn.outbox.pending();
+        self.totals.held -= conn.outbox.heap_bytes();
         self.freed += conn.outbox.heap_bytes();
         Some(conn)
     }
@@ -277,6 +281,7 @@ impl Conns {
     pub fn release_unused_buffers(&mut self) {
         let slab = &mut self.slab;
         let freed = &mut self.freed;
+        let held = &mut self.totals.held;
         self.retained.retain(|&id| {
             let Some(conn) = find(slab, id) else {
                 return false;
@@ -286,6 +291,7 @@ impl Conns {
             if released {
                 conn.buffer_retained = false;
                 *freed += heap;
+                *held -= heap;
             }
             !released
         });
@@ -358,6 +364,8 @@ impl Outbound for Conns {
 struct Totals {
     /// Queued in all outboxes now.
     queued: usize,
+    /// Held by all outboxes now (their capacity, at least `queued`).
+    held: usize,
     /// Taken by the kernel so far.
     sent: u64,
 }
@@ -381,13 +389,17 @@ fn push(
     now: Instant,
     totals: &mut Totals,
 ) -> Result<(), Leave> {
-    if conn.outbox.push_line(line.as_bytes(), limit).is_err() {
+    let capacity = conn.outbox.heap_bytes();
+    let mut result = conn.outbox.push_line(line.as_bytes(), limit);
+    if result.is_err() {
         if let Err(error) = write_out(conn, now, totals) {
             return Err(Leave::Failed(error.to_string()));
         }
-        if conn.outbox.push_line(line.as_bytes(), limit).is_err() {
-            return Err(Leave::TooSlow);
-        }
+        result = conn.outbox.push_line(line.as_bytes(), limit);
+    }
+    totals.held = totals.held + conn.outbox.heap_bytes() - capacity;
+    if result.is_err() {
+        return Err(Leave::TooSlow);
     }
     totals.queued += line.len() + 1;
     Ok(())
