@@ -25,7 +25,9 @@ pub mod presence;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod stream;
 pub mod timer_wheel;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{Server, ShutdownHandle};
