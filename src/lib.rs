@@ -39,7 +39,9 @@ pub mod protocol;
 pub mod rooms;
 pub mod server;
 pub mod store;
+pub mod stream;
 pub mod timer_wheel;
+pub mod tls;
 pub mod tuning;
 pub mod wakeups;
 
