@@ -128,3 +128,37 @@ fn real_nc_session() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `--max-outbound` must leave room for one longest line: below
+/// `--max-line` + 256 the server refuses to start, with status 2 and a
+/// message; exactly that much is fine.
+#[test]
+fn max_outbound_below_max_line_plus_256_exits_2() {
+    for args in [
+        &["--max-outbound", "2048"][..],
+        &["--max-outbound", "4351"],
+        &["--max-line", "100", "--max-outbound", "355"],
+    ] {
+        let out = Command::new(CHATD)
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let message = String::from_utf8_lossy(&out.stderr);
+        assert!(message.contains("--max-outbound"), "{args:?}: {message}");
+    }
+    for args in [
+        &["--max-outbound", "4352"][..],
+        &["--max-line", "100", "--max-outbound", "356"],
+    ] {
+        let mut server = RealServer::start(args);
+        let mut client = Client::join(server.addr);
+        client.send("fits");
+        client.expect(&format!("{}: fits", client.name));
+        server.terminate();
+        client.expect("Server is shutting down");
+        assert_eq!(server.wait().code(), Some(0), "{args:?}");
+    }
+}
