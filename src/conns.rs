@@ -68,6 +68,8 @@ pub struct Conns {
     readers_holding: bool,
     /// The queue limits.
     limits: QueueLimits,
+    /// The loop iteration's time, so queueing a line reads no clock.
+    now: Instant,
 }
 
 impl Conns {
@@ -86,7 +88,14 @@ impl Conns {
             freed: 0,
             readers_holding: false,
             limits,
+            now: Instant::now(),
         }
+    }
+
+    /// Sets the time lines queued from now on are stamped with (the loop
+    /// calls it once per iteration).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
     }
 
     /// Connections held, including those leaving but not yet reaped.
@@ -311,7 +320,7 @@ impl Conns {
         if !conn.is_present() {
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         let was_empty = conn.outbox.is_empty();
         for line in lines {
             if let Err(reason) = push(conn, line.as_ref(), limit, now, &mut self.totals) {

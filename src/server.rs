@@ -313,6 +313,7 @@ impl Server {
                 return Err(error);
             }
             let now = Now::read();
+            self.conns.set_now(now.instant);
             self.wakeups.begin_iteration();
             let mut stop = false;
             for event in events.iter() {
