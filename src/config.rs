@@ -46,6 +46,12 @@ pub const DEFAULT_FLUSH_WINDOW: Duration = Duration::from_millis(2);
 pub struct Config {
     /// Addresses to listen on (port 0 picks a free port).
     pub listen: Vec<SocketAddr>,
+    /// Addresses to accept TLS connections on.
+    pub tls_listen: Vec<SocketAddr>,
+    /// The PEM certificate chain for TLS.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key for TLS.
+    pub tls_key: Option<std::path::PathBuf>,
     /// Disconnect users idle this long; `None` never does.
     pub idle_timeout: Option<Duration>,
     /// Longest accepted line in bytes, terminator excluded.
@@ -87,6 +93,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![DEFAULT_LISTEN.parse().expect("default address is valid")],
+            tls_listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             max_line: DEFAULT_MAX_LINE,
             max_clients: None,
@@ -118,6 +127,13 @@ impl Config {
                  or one long line would cut off every reader",
                 self.max_outbound, self.max_line
             ));
+        }
+        let files = self.tls_cert.is_some() || self.tls_key.is_some();
+        if !self.tls_listen.is_empty() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err("--tls-listen needs both --tls-cert FILE and --tls-key FILE".to_string());
+        }
+        if self.tls_listen.is_empty() && files {
+            return Err("--tls-cert and --tls-key need --tls-listen ADDR".to_string());
         }
         if self.max_outbound_total < self.max_outbound {
             return Err(format!(

@@ -11,9 +11,9 @@ use crate::flood::{FloodLimit, TokenBucket};
 use crate::framing::LineFramer;
 use crate::id::ConnId;
 use crate::outbox::Outbox;
+use crate::stream::Stream;
 use crate::timer_wheel::TimerId;
 use crate::tuning::{MIN_READER_RATE, READER_CREDIT, READER_STALL};
-use mio::net::TcpStream;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -34,8 +34,8 @@ pub enum ReadResult {
 pub struct Conn {
     /// This connection's id (slab slot and generation); also its mio token.
     pub id: ConnId,
-    /// The socket, registered with the poll under `id.token()`.
-    pub socket: TcpStream,
+    /// The byte stream, plain or TLS, registered under `id.token()`.
+    pub socket: Stream,
     /// Where the client connects from.
     pub peer: SocketAddr,
     /// Inbound bytes not yet taken as lines.
@@ -46,8 +46,17 @@ pub struct Conn {
     pub bucket: TokenBucket,
     /// When the last line was processed (idle timeout).
     pub last_active: Instant,
-    /// The idle deadline in the server's timer wheel, removed at close.
-    pub idle_timer: Option<TimerId>,
+    /// The connection's deadline in the server's timer wheel (the TLS
+    /// handshake's, then the idle one), removed at close.
+    pub timer: Option<TimerId>,
+    /// A user in the chat (a TLS connection becomes one when its handshake
+    /// completes).
+    pub user: bool,
+    /// Counted under its address's `--ip-max-connections`.
+    pub counted: bool,
+    /// A TLS connection refused at connect: this line is its answer once
+    /// the handshake completes, then it is closed.
+    pub refusal: Option<&'static str>,
     /// When the connection was last *not stuck*: the kernel took some of
     /// its output, or it had none queued. A client that reads keeps this
     /// recent; one that stopped lets it age.
@@ -79,7 +88,7 @@ impl Conn {
     /// A freshly accepted connection.
     pub fn new(
         id: ConnId,
-        socket: TcpStream,
+        socket: Stream,
         peer: SocketAddr,
         max_line: usize,
         flood: FloodLimit,
@@ -93,7 +102,10 @@ impl Conn {
             outbox: Outbox::new(),
             bucket: TokenBucket::full(flood, now),
             last_active: now,
-            idle_timer: None,
+            timer: None,
+            user: false,
+            counted: false,
+            refusal: None,
             unstuck_at: now,
             credit: 0,
             credit_at: now,
@@ -184,13 +196,13 @@ mod tests {
     fn connection_state_stays_small() {
         let size = std::mem::size_of::<Conn>();
         eprintln!("Conn is {size} bytes");
-        assert!(size <= 320, "Conn grew to {size} bytes; update README.md");
+        assert!(size <= 352, "Conn grew to {size} bytes; update README.md");
     }
 
     fn conn() -> (Conn, Instant) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let socket = TcpStream::connect(addr).unwrap();
+        let socket = Stream::plain(mio::net::TcpStream::connect(addr).unwrap());
         let now = Instant::now();
         let limit = FloodLimit { rate: 1, burst: 1 };
         (

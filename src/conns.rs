@@ -25,10 +25,10 @@
 use crate::chat::{Leave, Outbound};
 use crate::conn::Conn;
 use crate::id::{ConnId, Generations};
-use crate::outbox::Flushed;
+use crate::outbox::{Flushed, Growth};
 use crate::tuning::HIGH_WATER_DIVISOR;
 use slab::Slab;
-use std::io;
+use std::io::{self, Write};
 use std::time::Instant;
 
 /// The limits on queued output.
@@ -232,7 +232,7 @@ impl Conns {
         let Some(conn) = find(&mut self.slab, id) else {
             return;
         };
-        if conn.outbox.is_empty() {
+        if conn.outbox.is_empty() && !conn.socket.wants_write() {
             return;
         }
         match write_out(conn, now, &mut self.totals) {
@@ -323,7 +323,9 @@ impl Conns {
         let now = self.now;
         let was_empty = conn.outbox.is_empty();
         for line in lines {
-            if let Err(reason) = push(conn, line.as_ref(), limit, now, &mut self.totals) {
+            let max_total = self.limits.max_total;
+            if let Err(reason) = push(conn, line.as_ref(), limit, now, &mut self.totals, max_total)
+            {
                 self.leave(id, reason);
                 return;
             }
@@ -397,14 +399,20 @@ fn push(
     limit: usize,
     now: Instant,
     totals: &mut Totals,
+    max_total: usize,
 ) -> Result<(), Leave> {
     let capacity = conn.outbox.heap_bytes();
-    let mut result = conn.outbox.push_line(line.as_bytes(), limit);
+    let growth = if totals.held > max_total / 2 {
+        Growth::Frugal
+    } else {
+        Growth::Double
+    };
+    let mut result = conn.outbox.push_line_with(line.as_bytes(), limit, growth);
     if result.is_err() {
         if let Err(error) = write_out(conn, now, totals) {
             return Err(Leave::Failed(error.to_string()));
         }
-        result = conn.outbox.push_line(line.as_bytes(), limit);
+        result = conn.outbox.push_line_with(line.as_bytes(), limit, growth);
     }
     totals.held = totals.held + conn.outbox.heap_bytes() - capacity;
     if result.is_err() {
@@ -418,7 +426,15 @@ fn push(
 /// total and the connection's progress up to date.
 fn write_out(conn: &mut Conn, now: Instant, totals: &mut Totals) -> io::Result<Flushed> {
     let before = conn.outbox.pending();
-    let result = conn.outbox.flush_to(&mut conn.socket);
+    let mut result = conn.outbox.flush_to(&mut conn.socket);
+    if conn.socket.wants_write() {
+        // TLS records the socket refused earlier (a plain stream has none).
+        result = match conn.socket.flush() {
+            Ok(()) => result,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Flushed::Partly),
+            Err(e) => Err(e),
+        };
+    }
     let written = before - conn.outbox.pending();
     totals.queued -= written;
     totals.sent += written as u64;

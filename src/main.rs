@@ -14,7 +14,8 @@ use std::time::Duration;
 const USAGE: &str = "\
 chatd: a chat room you join with `nc HOST PORT`
 
-Usage: chatd [--listen ADDR]... [--idle-timeout SECS] [--max-line BYTES]
+Usage: chatd [--listen ADDR]... [--tls-listen ADDR]... [--tls-cert FILE] [--tls-key FILE]
+             [--idle-timeout SECS] [--max-line BYTES]
              [--max-clients N] [--max-outbound BYTES] [--max-outbound-total BYTES]
              [--flood-rate LINES_PER_S] [--flood-burst LINES] [--max-rooms N]
              [--history LINES] [--db PATH] [--ip-max-connections N]
@@ -23,6 +24,9 @@ Usage: chatd [--listen ADDR]... [--idle-timeout SECS] [--max-line BYTES]
 
 Options:
   --listen ADDR             address to listen on, repeatable [default: 127.0.0.1:8000]
+  --tls-listen ADDR         address to accept TLS connections on, repeatable [default: none]
+  --tls-cert FILE           PEM certificate chain for TLS (SIGHUP reloads it)
+  --tls-key FILE            PEM private key for TLS (SIGHUP reloads it)
   --idle-timeout SECS       disconnect users idle this long; 0 = never [default: 60]
   --max-line BYTES          longest accepted line [default: 4096]
   --max-clients N           refuse connections beyond N [default: open-file limit - 32]
@@ -128,6 +132,12 @@ fn parse_args() -> Result<Action, lexopt::Error> {
                 let text: String = parser.value()?.parse()?;
                 config.listen.push(resolve(&text)?);
             }
+            Long("tls-listen") => {
+                let text: String = parser.value()?.parse()?;
+                config.tls_listen.push(resolve(&text)?);
+            }
+            Long("tls-cert") => config.tls_cert = Some(parser.value()?.into()),
+            Long("tls-key") => config.tls_key = Some(parser.value()?.into()),
             Long("idle-timeout") => {
                 let secs = in_range(parser.value()?.parse()?, 0, MAX_IDLE_SECS, "--idle-timeout")?;
                 config.idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
@@ -205,7 +215,7 @@ fn parse_args() -> Result<Action, lexopt::Error> {
         config.exempt = Exempt::from_flags(exempt.iter().map(String::as_str))
             .map_err(|msg| lexopt::Error::from(format!("--ip-exempt: {msg}")))?;
     }
-    if config.listen.is_empty() {
+    if config.listen.is_empty() && config.tls_listen.is_empty() {
         config.listen.push(resolve(config::DEFAULT_LISTEN)?);
     }
     Ok(Action::Run(Box::new(config), level))

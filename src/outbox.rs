@@ -28,6 +28,17 @@ pub struct Outbox {
     pushed_recently: bool,
 }
 
+/// How a full buffer grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Growth {
+    /// Doubles (up to the limit): few reallocations while busy.
+    Double,
+    /// By an eighth (at least [`MIN_CAPACITY`]): while all outboxes together
+    /// are near `--max-outbound-total`, so one fan-out to thousands of
+    /// outboxes cannot double all their buffers at once past the bound.
+    Frugal,
+}
+
 /// The push would take the queue past its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow;
@@ -50,12 +61,23 @@ impl Outbox {
     /// Queues `line` followed by `\n`, unless that would leave more than
     /// `limit` bytes pending.
     pub fn push_line(&mut self, line: &[u8], limit: usize) -> Result<(), Overflow> {
+        self.push_line_with(line, limit, Growth::Double)
+    }
+
+    /// [`push_line`](Self::push_line), growing the buffer as `growth` says
+    /// if it must grow.
+    pub fn push_line_with(
+        &mut self,
+        line: &[u8],
+        limit: usize,
+        growth: Growth,
+    ) -> Result<(), Overflow> {
         if self.pending() + line.len() + 1 > limit {
             return Err(Overflow);
         }
         let needed = self.buf.len() + line.len() + 1;
         if needed > self.buf.capacity() {
-            self.grow(needed, limit);
+            self.grow(needed, limit, growth);
         }
         self.buf.extend_from_slice(line);
         self.buf.push(b'\n');
@@ -67,7 +89,7 @@ impl Outbox {
     /// limit: written bytes are dropped from the front first, and growth
     /// doubles but stops at `limit`, so a full outbox of a client that
     /// never reads costs `limit` bytes, not the next power of two.
-    fn grow(&mut self, needed: usize, limit: usize) {
+    fn grow(&mut self, needed: usize, limit: usize, growth: Growth) {
         let needed = if self.written > 0 {
             self.buf.drain(..self.written);
             let shift = self.written;
@@ -77,8 +99,12 @@ impl Outbox {
             needed
         };
         if needed > self.buf.capacity() {
-            let doubled = (self.buf.capacity() * 2).max(MIN_CAPACITY);
-            let target = doubled.min(limit).max(needed);
+            let capacity = self.buf.capacity();
+            let grown = match growth {
+                Growth::Double => capacity * 2,
+                Growth::Frugal => capacity + (capacity / 8).max(MIN_CAPACITY),
+            };
+            let target = grown.max(MIN_CAPACITY).min(limit).max(needed);
             self.buf.reserve_exact(target - self.buf.len());
         }
     }
@@ -206,6 +232,19 @@ mod tests {
         out.flush_to(&mut sink).unwrap();
         while out.push_line(&line, limit).is_ok() {}
         assert!(out.heap_bytes() <= limit, "capacity {}", out.heap_bytes());
+    }
+
+    #[test]
+    fn frugal_growth_adds_an_eighth() {
+        let mut out = Outbox::new();
+        let line = [b'x'; 1023];
+        for _ in 0..64 {
+            out.push_line(&line, 1 << 20).unwrap();
+        }
+        let before = out.heap_bytes();
+        assert_eq!(before, 64 * 1024);
+        out.push_line_with(&line, 1 << 20, Growth::Frugal).unwrap();
+        assert_eq!(out.heap_bytes(), before + before / 8);
     }
 
     #[test]

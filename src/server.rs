@@ -50,13 +50,16 @@ use crate::metrics::{self, Counters, Gauges, ProcessStats, RefusalReason};
 use crate::oper::OperGate;
 use crate::protocol;
 use crate::store::Store;
+use crate::stream::{Stream, tls_failure};
 use crate::timer_wheel::{Tick, TimerWheel};
+use crate::tls::{Reloadable, TlsFiles};
 use crate::tuning::{
-    ACCEPT_PAUSE, FD_RESERVE, GATE_RECHECK, LINES_PER_TURN, LISTEN_BACKLOG, READ_CHUNK,
-    SEND_BUFFER, SHUTDOWN_DRAIN, TICK, TOTAL_STALL, TRIM_AFTER_FREED, WHEEL_SLOTS,
+    ACCEPT_PAUSE, FD_RESERVE, GATE_RECHECK, HANDSHAKE_TIMEOUT, LINES_PER_TURN, LISTEN_BACKLOG,
+    MAX_TLS_REFUSALS, READ_CHUNK, SEND_BUFFER, SHUTDOWN_DRAIN, TICK, TOTAL_STALL, TRIM_AFTER_FREED,
+    WHEEL_SLOTS,
 };
 use crate::wakeups::Wakeups;
-use log::{info, warn};
+use log::{error, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -94,11 +97,22 @@ impl ShutdownHandle {
     }
 }
 
+/// One chat listener.
+#[derive(Debug)]
+struct Listener {
+    /// The listening socket.
+    socket: TcpListener,
+    /// Connections on it speak TLS.
+    tls: bool,
+}
+
 /// A deadline on the timer wheel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Deadline {
     /// The connection may have been idle for `--idle-timeout`.
     Idle(ConnId),
+    /// The TLS connection's handshake must be done by now.
+    Handshake(ConnId),
     /// The metrics request in this slot of the endpoint is out of time.
     Scrape(usize),
 }
@@ -106,8 +120,12 @@ enum Deadline {
 /// A bound, not yet running chat server.
 pub struct Server {
     poll: Poll,
-    listeners: Vec<TcpListener>,
+    /// Chat listeners, plain ones first (`--listen`, then `--tls-listen`).
+    listeners: Vec<Listener>,
+    /// Their bound addresses, in the same order, then the metrics one.
     local_addrs: Vec<SocketAddr>,
+    /// The TLS certificate and key, reloaded on SIGHUP.
+    tls: Option<Reloadable>,
     /// Every connection: sockets, buffers, the input gate.
     conns: Conns,
     /// Users, names, rooms, presence, history, bans.
@@ -136,6 +154,9 @@ pub struct Server {
     out_of_fds: bool,
     /// Output buffer bytes freed since memory was last returned to the system.
     freed: usize,
+    /// TLS connections refused at connect, waiting for their handshake to
+    /// get their line (at most [`MAX_TLS_REFUSALS`]).
+    refusing: usize,
     /// The longest one iteration worked (poll return to next poll).
     busy_max: Duration,
     signals: Option<Signals>,
@@ -164,19 +185,40 @@ impl Server {
         let max_clients = config
             .max_clients
             .unwrap_or_else(|| fdlimit::max_clients(limit, FD_RESERVE));
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) if !config.tls_listen.is_empty() => {
+                let files = TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                };
+                let tls = Reloadable::load(files)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+                Some(tls)
+            }
+            _ => None,
+        };
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
-        for (i, addr) in config.listen.iter().enumerate() {
-            let mut listener = listen(*addr)?;
+        let all = config.listen.iter().map(|a| (*a, false));
+        let all = all.chain(config.tls_listen.iter().map(|a| (*a, true)));
+        for (i, (addr, is_tls)) in all.enumerate() {
+            let mut listener = listen(addr)?;
             let bound = listener.local_addr()?;
             poll.registry().register(
                 &mut listener,
                 server_token(FIRST_LISTENER + i),
                 Interest::READABLE,
             )?;
-            info!("listening on {bound}");
-            listeners.push(listener);
+            if is_tls {
+                info!("tls listening on {bound}");
+            } else {
+                info!("listening on {bound}");
+            }
+            listeners.push(Listener {
+                socket: listener,
+                tls: is_tls,
+            });
             local_addrs.push(bound);
         }
         let endpoint = match config.metrics {
@@ -245,6 +287,7 @@ impl Server {
             poll,
             listeners,
             local_addrs,
+            tls,
             conns: Conns::new(QueueLimits {
                 max_outbound: config.max_outbound,
                 max_total: config.max_outbound_total,
@@ -262,6 +305,7 @@ impl Server {
             accept_paused_until: None,
             out_of_fds: false,
             freed: 0,
+            refusing: 0,
             busy_max: Duration::ZERO,
             signals,
             shutdown_requested: Arc::new(AtomicBool::new(false)),
@@ -274,10 +318,15 @@ impl Server {
         })
     }
 
-    /// The chat addresses actually bound (port 0 resolved), in `--listen`
-    /// order.
+    /// The plain chat addresses actually bound (port 0 resolved), in
+    /// `--listen` order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local_addrs[..self.listeners.len()]
+        &self.local_addrs[..self.config.listen.len()]
+    }
+
+    /// The TLS addresses actually bound, in `--tls-listen` order.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs[self.config.listen.len()..self.listeners.len()]
     }
 
     /// The metrics address actually bound, with `--metrics`.
@@ -391,13 +440,14 @@ impl Server {
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
-            match listener.accept() {
+            let tls = listener.tls;
+            match listener.socket.accept() {
                 Ok((socket, peer)) => {
                     if self.out_of_fds {
                         self.out_of_fds = false;
                         info!("descriptors available again; accepting");
                     }
-                    self.admit(socket, peer, now);
+                    self.admit(socket, peer, tls, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if is_transient_accept_error(&e) => continue,
@@ -417,10 +467,13 @@ impl Server {
     }
 
     /// Welcomes a new connection, or turns it away: banned address, server
-    /// full, or over its address's limits (in that order).
-    fn admit(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Now) {
+    /// full, or over its address's limits (in that order). A TLS
+    /// connection is not a user until its handshake completes (and a
+    /// refused one gets its line over TLS then).
+    fn admit(&mut self, socket: TcpStream, peer: SocketAddr, tls: bool, now: Now) {
         self.counters.connections_accepted += 1;
         let ip = peer.ip();
+        let mut counted = false;
         let refusal = if self.chat.is_banned(ip, now.unix) {
             Some((
                 protocol::BANNED,
@@ -434,48 +487,161 @@ impl Server {
             let line = protocol::TOO_MANY_FROM_ADDRESS;
             Some((line, RefusalReason::IpLimit, why.to_string()))
         } else {
+            counted = true;
             None
         };
-        if let Some((line, reason, why)) = refusal {
-            self.counters.refused(reason);
+        if let Some((_, reason, why)) = &refusal {
+            self.counters.refused(*reason);
             info!("refused {peer}: {why}");
-            let line = format!("{line}\n");
-            let _best_effort = socket.write(line.as_bytes());
-            return;
         }
+        let refusal = refusal.map(|(line, _, _)| line);
         if let Err(error) = socket.set_nodelay(true) {
             warn!("{peer}: could not set TCP_NODELAY: {error}");
         }
-        if let Err(error) = socket2::SockRef::from(&socket).set_send_buffer_size(SEND_BUFFER) {
+        let stream = match (tls, &self.tls) {
+            (true, Some(config)) => {
+                if refusal.is_some() && self.refusing >= MAX_TLS_REFUSALS {
+                    return;
+                }
+                match Stream::tls(socket, config.current()) {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        warn!("{peer}: could not start TLS: {error}");
+                        self.release(ip, counted, now.instant);
+                        return;
+                    }
+                }
+            }
+            _ => {
+                if let Some(line) = refusal {
+                    let mut socket = socket;
+                    let _best_effort = socket.write(format!("{line}\n").as_bytes());
+                    return;
+                }
+                Stream::plain(socket)
+            }
+        };
+        if let Err(error) =
+            socket2::SockRef::from(stream.socket()).set_send_buffer_size(SEND_BUFFER)
+        {
             warn!("{peer}: could not set SO_SNDBUF: {error}");
         }
         let id = self.conns.next_id();
+        let mut stream = stream;
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(error) = self
             .poll
             .registry()
-            .register(&mut socket, id.token(), interest)
+            .register(&mut stream, id.token(), interest)
         {
             warn!("{peer}: could not register: {error}");
-            self.ip_limits.release(ip, now.instant);
+            self.release(ip, counted, now.instant);
             return;
         }
+        let handshaking = stream.is_handshaking();
         let mut conn = Conn::new(
             id,
-            socket,
+            stream,
             peer,
             self.config.max_line,
             self.config.flood,
             now.instant,
         );
-        if let Some(timeout) = self.config.idle_timeout {
-            let deadline = self.tick_at_or_after(now.instant + timeout);
-            conn.idle_timer = Some(self.timers.insert(deadline, Deadline::Idle(id)));
+        conn.counted = counted;
+        conn.refusal = refusal;
+        if refusal.is_some() {
+            self.refusing += 1;
+        }
+        let deadline = self.tick_at_or_after(now.instant + HANDSHAKE_TIMEOUT);
+        if handshaking {
+            conn.timer = Some(self.timers.insert(deadline, Deadline::Handshake(id)));
         }
         self.conns.insert(conn);
+        if !handshaking {
+            self.welcome(id, now);
+        }
+    }
+
+    /// Lets go of a place under the per-address limits taken by `admit`.
+    fn release(&mut self, ip: std::net::IpAddr, counted: bool, now: Instant) {
+        if counted {
+            self.ip_limits.release(ip, now);
+        }
+    }
+
+    /// Makes connection `id` a user: greeting, lobby, idle deadline. A TLS
+    /// connection refused at connect gets its refusal instead, and goes.
+    fn welcome(&mut self, id: ConnId, now: Now) {
+        let idle = self
+            .config
+            .idle_timeout
+            .map(|timeout| self.tick_at_or_after(now.instant + timeout));
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        let timer = conn.timer.take();
+        let peer = conn.peer;
+        if let Some(line) = conn.refusal {
+            self.refusing -= 1;
+            conn.refusal = None;
+            if let Some(timer) = timer {
+                self.timers.remove(timer);
+            }
+            self.conns.line(id, line);
+            self.conns.leave(id, Leave::Refused);
+            self.settle(now);
+            return;
+        }
+        conn.user = true;
+        if let Some(timer) = timer {
+            self.timers.remove(timer);
+        }
+        if let Some(deadline) = idle {
+            let timer = self.timers.insert(deadline, Deadline::Idle(id));
+            if let Some(conn) = self.conns.get_mut(id) {
+                conn.timer = Some(timer);
+            }
+        }
         self.chat.join(id, peer, now, &mut self.conns);
         info!("{peer} connected ({} online)", self.conns.len());
         self.settle(now);
+    }
+
+    /// Drives a TLS handshake on a readable event: true once the connection
+    /// is a user (or never needed a handshake), false while it is still
+    /// handshaking or has failed.
+    fn handshake(&mut self, id: ConnId, now: Now) -> bool {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return false;
+        };
+        if conn.user {
+            return true;
+        }
+        while conn.socket.is_handshaking() && !conn.read_drained && !conn.read_eof {
+            match conn.read_once(&mut self.scratch) {
+                Ok((_, n)) => self.counters.bytes_received += n as u64,
+                Err(error) => {
+                    if tls_failure(&error).is_some() {
+                        info!("{}: {error}", conn.peer);
+                        self.counters.tls_handshake_failures += 1;
+                    }
+                    self.conns.leave(id, Leave::Failed(error.to_string()));
+                    self.settle(now);
+                    return false;
+                }
+            }
+        }
+        if conn.socket.take_handshake_completed() {
+            self.welcome(id, now);
+            return self.conns.get(id).is_some_and(|c| c.user && c.is_present());
+        }
+        if conn.read_eof {
+            info!("{}: closed during the TLS handshake", conn.peer);
+            self.counters.tls_handshake_failures += 1;
+            self.conns.leave(id, Leave::Closed);
+            self.settle(now);
+        }
+        false
     }
 
     /// Takes as many lines from `id` as flood control and the input gate
@@ -487,6 +653,9 @@ impl Server {
     /// next loop iteration, so the others' events and the flush of their
     /// outboxes are never held up behind it.
     fn service_input(&mut self, id: ConnId, now: Now) {
+        if !self.handshake(id, now) {
+            return;
+        }
         let flood = self.config.flood;
         let mut lines = 0;
         loop {
@@ -586,7 +755,10 @@ impl Server {
             }
             for (id, reason) in departures.drain(..) {
                 self.log_departure(id, &reason);
-                self.counters.disconnected(reason.metric());
+                let user = self.conns.get(id).is_some_and(|c| c.user);
+                if user {
+                    self.counters.disconnected(reason.metric());
+                }
                 self.chat.leave(id, &reason, now);
             }
             self.departures = departures;
@@ -683,6 +855,7 @@ impl Server {
         for deadline in due {
             match deadline {
                 Deadline::Idle(id) => self.check_idle(id, now),
+                Deadline::Handshake(id) => self.handshake_overdue(id, now),
                 Deadline::Scrape(key) => {
                     if let Some(endpoint) = self.endpoint.as_mut() {
                         endpoint.expire(self.poll.registry(), key);
@@ -690,6 +863,27 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The handshake deadline of `id` came: a connection still handshaking
+    /// is closed (it never became a user, so nobody is told).
+    fn handshake_overdue(&mut self, id: ConnId, now: Now) {
+        let Some(conn) = self.conns.get_mut(id) else {
+            return;
+        };
+        conn.timer = None;
+        if conn.user || !conn.is_present() {
+            return;
+        }
+        info!(
+            "{}: TLS handshake not done within {} s; closed",
+            conn.peer,
+            HANDSHAKE_TIMEOUT.as_secs()
+        );
+        self.counters.tls_handshake_failures += 1;
+        self.conns
+            .leave(id, Leave::Failed("handshake timeout".to_string()));
+        self.settle(now);
     }
 
     /// The idle deadline of `id` came: disconnect it, or reschedule.
@@ -700,7 +894,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(id) else {
             return;
         };
-        conn.idle_timer = None;
+        conn.timer = None;
         if !conn.is_present() {
             return;
         }
@@ -713,7 +907,7 @@ impl Server {
             let tick = self.tick_at_or_after(deadline);
             let timer = self.timers.insert(tick, Deadline::Idle(id));
             if let Some(conn) = self.conns.get_mut(id) {
-                conn.idle_timer = Some(timer);
+                conn.timer = Some(timer);
             }
         }
     }
@@ -785,18 +979,22 @@ impl Server {
             let Some(mut conn) = self.conns.remove(id) else {
                 continue;
             };
-            if let Some(timer) = conn.idle_timer.take() {
+            if let Some(timer) = conn.timer.take() {
                 self.timers.remove(timer);
             }
-            self.ip_limits.release(conn.peer.ip(), Instant::now());
+            if conn.refusal.take().is_some() {
+                self.refusing -= 1;
+            }
+            self.release(conn.peer.ip(), conn.counted, Instant::now());
             if conn.leaving.as_ref().is_some_and(Leave::flush_on_close) {
                 let _best_effort = conn.outbox.flush_to(&mut conn.socket);
+                conn.socket.send_close_notify();
             } else if conn.leaving == Some(Leave::TooSlow) {
                 // Reset rather than close: a normal close leaves the MBs the
                 // kernel still holds for a non-reader in an orphaned socket
                 // for minutes, and a thousand of those push the whole
                 // machine's TCP memory into pressure, stalling everyone.
-                let socket = socket2::SockRef::from(&conn.socket);
+                let socket = socket2::SockRef::from(conn.socket.socket());
                 if let Err(error) = socket.set_linger(Some(Duration::ZERO)) {
                     warn!("{}: could not reset slow connection: {error}", conn.peer);
                 }
@@ -845,8 +1043,8 @@ impl Server {
         }
     }
 
-    /// True if SIGINT or SIGTERM arrived; SIGHUP is logged and otherwise
-    /// ignored (it will reload TLS certificates).
+    /// True if SIGINT or SIGTERM arrived; SIGHUP reloads the TLS
+    /// certificate and key (the old ones stay if the new files are bad).
     fn signal_received(&mut self) -> bool {
         let Some(signals) = self.signals.as_mut() else {
             return false;
@@ -854,7 +1052,17 @@ impl Server {
         let mut stop = false;
         for signal in signals.pending() {
             if signal == SIGHUP {
-                info!("received SIGHUP; nothing to reload");
+                match self.tls.as_mut() {
+                    Some(tls) => match tls.reload() {
+                        Ok(()) => info!(
+                            "received SIGHUP; reloaded the TLS certificate {} and key {}",
+                            tls.files().cert.display(),
+                            tls.files().key.display()
+                        ),
+                        Err(error) => error!("SIGHUP: {error}; keeping the old certificate"),
+                    },
+                    None => info!("received SIGHUP; nothing to reload"),
+                }
                 continue;
             }
             info!("received signal {signal}; shutting down");

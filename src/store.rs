@@ -586,6 +586,9 @@ fn connect(path: &Path) -> Result<(Connection, Option<Checkpointer>, FileId), St
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| fail(Problem::Sqlite(e)))?;
+    if found == Found::Ours {
+        readable(&conn).map_err(|e| fail(Problem::Sqlite(e)))?;
+    }
     let wal = configure(&conn).map_err(|e| fail(Problem::Sqlite(e)))?;
     create_schema(&conn).map_err(|e| fail(Problem::Sqlite(e)))?;
     let file = file_id(path).map_err(|e| fail(Problem::Io(e)))?;
@@ -723,6 +726,27 @@ fn configure(conn: &Connection) -> rusqlite::Result<bool> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.set_prepared_statement_cache_capacity(16);
     Ok(mode.eq_ignore_ascii_case("wal"))
+}
+
+/// Reads the newest line and every ban of an existing chatd database, so a
+/// damaged file (pages overwritten, truncated) is refused at start, before
+/// anything is written to it, rather than found out at the first write.
+/// This touches a handful of pages, not the whole file (a full
+/// `PRAGMA quick_check` would grow with the history); damage elsewhere is
+/// reported when those pages are read, as a failed read or write.
+fn readable(conn: &Connection) -> rusqlite::Result<()> {
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('history', 'bans')",
+        [],
+        |row| row.get(0),
+    )?;
+    if tables == 2 {
+        conn.query_row("SELECT max(id) FROM history", [], |row| {
+            row.get::<_, Option<i64>>(0)
+        })?;
+        conn.query_row("SELECT count(*) FROM bans", [], |row| row.get::<_, i64>(0))?;
+    }
+    Ok(())
 }
 
 /// Creates (or completes) the schema and marks the file as chatd's, in one

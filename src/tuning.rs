@@ -106,3 +106,12 @@ pub const MIN_LINES_PER_HELD_WRITE: f64 = 2.0;
 /// find out whether the load changed (one line in 200 at 200 lines/s, so
 /// the p99 latency does not see it).
 pub const FLUSH_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// A TLS client that has not finished its handshake this long after
+/// connecting is disconnected (PROTOCOL.md: 10 s, within one tick).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS connections refused at connect (server full, limits, ban) wait for
+/// their handshake to be told why; at most this many at once, beyond which
+/// a refused TLS connection is simply closed, so refusals cannot pile up.
+pub const MAX_TLS_REFUSALS: usize = 1024;

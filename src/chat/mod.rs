@@ -70,6 +70,9 @@ pub enum Leave {
     },
     /// The third wrong `/oper` password on one connection.
     WrongPasswords,
+    /// A TLS connection refused at connect got its answer after the
+    /// handshake (never a user; not a disconnect in the metrics).
+    Refused,
     /// The server is shutting down; nobody is told of anyone leaving.
     Shutdown,
 }
@@ -84,6 +87,7 @@ impl Leave {
             Leave::Idle => DisconnectReason::Idle,
             Leave::TooSlow => DisconnectReason::TooSlow,
             Leave::Kicked { .. } | Leave::WrongPasswords => DisconnectReason::Kicked,
+            Leave::Refused => DisconnectReason::Closed,
             Leave::Shutdown => DisconnectReason::Shutdown,
         }
     }
@@ -102,6 +106,7 @@ impl Leave {
             | Leave::Failed(_)
             | Leave::Quit(None)
             | Leave::WrongPasswords
+            | Leave::Refused
             | Leave::Shutdown => Departure::Plain,
         }
     }
@@ -127,6 +132,7 @@ impl std::fmt::Display for Leave {
                 reason: Some(reason),
             } => write!(f, "kicked by {by} ({reason})"),
             Leave::WrongPasswords => write!(f, "three wrong operator passwords"),
+            Leave::Refused => write!(f, "refused"),
             Leave::Shutdown => write!(f, "server shutdown"),
         }
     }
