@@ -43,6 +43,8 @@ struct LogWatch {
     warnings: Mutex<Vec<String>>,
     /// The last [`TAIL_LINES`] lines, for error messages.
     tail: Mutex<VecDeque<String>>,
+    /// The address of `metrics listening on ADDR`, once logged.
+    metrics: Mutex<Option<SocketAddr>>,
 }
 
 /// A running chatd child process.
@@ -136,6 +138,11 @@ impl Chatd {
                 {
                     let _ = tx.send(addr);
                 }
+                if let Some(addr) = metrics_addr(&line)
+                    && let Ok(mut metrics) = watch.metrics.lock()
+                {
+                    metrics.get_or_insert(addr);
+                }
                 if let Ok(mut tail) = watch.tail.lock() {
                     if tail.len() == TAIL_LINES {
                         tail.pop_front();
@@ -186,6 +193,21 @@ impl Chatd {
             .take(n)
         {
             println!("  chatd: {line}");
+        }
+    }
+
+    /// The address of chatd's metrics endpoint (`--metrics ADDR`), waiting
+    /// up to `timeout` for its log line; `None` if it never came.
+    pub fn metrics_addr(&self, timeout: Duration) -> Option<SocketAddr> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(addr) = self.log.metrics.lock().ok().and_then(|m| *m) {
+                return Some(addr);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -267,6 +289,18 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
         .ok()
 }
 
+/// The address in a chatd log line `... metrics listening on ADDR`
+/// (PROTOCOL.md, as quoted above).
+fn metrics_addr(line: &str) -> Option<SocketAddr> {
+    const MARK: &str = "metrics listening on ";
+    let at = line.find(MARK)?;
+    line[at + MARK.len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +318,10 @@ mod tests {
             listening_addr("INFO metrics listening on 127.0.0.1:1"),
             None
         );
+        assert_eq!(
+            metrics_addr("INFO [chatd::server] metrics listening on 127.0.0.1:9"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9)))
+        );
+        assert_eq!(metrics_addr(line), None);
     }
 }

@@ -14,9 +14,10 @@
 //!
 //! ```text
 //!  bin/chatload ---> load (args, swarm of mio clients, scenarios, suite)
-//!  bin/chatstress -> stress (capacity, slow, flood, soak)
+//!  bin/chatstress -> stress (capacity, slow, flood, soak, crowd, churn, rooms)
 //!                       |
 //!  shared:  chatd (start, watch the log, stop)   procstat (/proc CPU, RSS)
+//!           metrics (the same figures over HTTP from chatd's /metrics)
 //!           line_client (blocking client)        lines (line splitting)
 //!           stats, report (figures and tables)   reference (the split the
 //!                                                 server must agree with)
@@ -30,6 +31,7 @@ pub mod chatd;
 pub mod line_client;
 pub mod lines;
 pub mod load;
+pub mod metrics;
 pub mod procstat;
 pub mod reference;
 pub mod report;

@@ -38,6 +38,13 @@ pub fn sample(pid: i32) -> io::Result<ProcSample> {
     })
 }
 
+/// How many descriptors a process has open (entries of `/proc/PID/fd`):
+/// for a server, listeners and a few fixed ones plus one per connection,
+/// so it tells when every client of a crowd has really been closed.
+pub fn open_fds(pid: i32) -> io::Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
 /// Clock ticks per second, as `/proc` counts CPU time.
 pub fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions; it returns -1 on error.
@@ -168,6 +175,14 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(sampler.finish() > 0);
+    }
+
+    #[test]
+    fn own_descriptors_are_counted() {
+        // stdin, stdout, stderr at least; other tests open and close
+        // files meanwhile, so no exact count.
+        assert!(open_fds(std::process::id() as i32).expect("own fds") >= 3);
+        assert!(open_fds(-1).is_err());
     }
 
     #[test]

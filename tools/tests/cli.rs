@@ -26,6 +26,49 @@ fn chatload_help_and_usage_errors() {
 
     let bad = run(bin, &["--clients", "2", "--senders", "3"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+
+    let bad = run(bin, &["--metrics", "127.0.0.1:1", "--server-pid", "1"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(text(&help.stdout).contains("--metrics URL"));
+    assert!(text(&help.stdout).contains("--scrape-ms N"));
+}
+
+#[test]
+fn chatload_reports_an_unreachable_metrics_endpoint() {
+    // Nothing listens on the address once the listener is gone: the
+    // session must say it could not read the server, not invent figures.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let chat = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = chat.local_addr().expect("addr").to_string();
+    drop(chat);
+    let out = run(
+        env!("CARGO_BIN_EXE_chatload"),
+        &[
+            "--addr",
+            &addr,
+            "--metrics",
+            &format!("http://127.0.0.1:{port}/metrics"),
+            "--clients",
+            "1",
+            "--senders",
+            "1",
+            "--duration",
+            "0",
+            "--connect-timeout",
+            "2",
+            "--quiet",
+            "--check",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot sample the server before connecting"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -48,13 +91,19 @@ fn chatstress_help_and_usage_errors() {
     let help = run(bin, &["--help"]);
     assert_eq!(help.status.code(), Some(0));
     let usage = text(&help.stdout);
-    for scenario in ["capacity", "slow", "flood", "soak"] {
+    for scenario in [
+        "capacity", "slow", "flood", "soak", "crowd", "churn", "rooms",
+    ] {
         assert!(usage.contains(scenario), "{usage}");
     }
 
     let bad = run(bin, &["soak", "--mb", "1"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("--mb is not an option of soak"));
+
+    let bad = run(bin, &["rooms", "--no-total-flag"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("--no-total-flag is not an option of rooms"));
 
     let missing = run(bin, &["soak", "--chatd", "/nonexistent/chatd"]);
     assert_eq!(missing.status.code(), Some(2));

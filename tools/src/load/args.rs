@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::metrics::MetricsUrl;
+
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -59,6 +61,17 @@ pub struct Options {
     pub slow: usize,
     /// The server's pid, to sample its CPU and RSS from /proc.
     pub server_pid: Option<i32>,
+    /// The server's metrics endpoint, to read its CPU and RSS from
+    /// `/metrics` instead of /proc (a server started elsewhere, maybe as
+    /// another user).
+    pub metrics: Option<MetricsUrl>,
+    /// Scrape `/metrics` this often during each session (the endpoint of
+    /// `--metrics`, or of the chatd this tool starts, which then gets
+    /// `--metrics 127.0.0.1:0`).
+    pub scrape_every: Option<Duration>,
+    /// Extra flags for every chatd this tool starts (`--chatd-arg`,
+    /// repeatable; `CHATLOAD_CHATD_ARGS` adds more).
+    pub chatd_args: Vec<String>,
     /// Each client first sends the line `load<i>` (servers that ask for a
     /// name before anything else).
     pub name_first: bool,
@@ -100,6 +113,9 @@ impl Default for Options {
             p99_bound: Duration::from_millis(100),
             slow: 0,
             server_pid: None,
+            metrics: None,
+            scrape_every: None,
+            chatd_args: Vec::new(),
             name_first: false,
             no_self_echo: false,
             json: false,
@@ -117,6 +133,7 @@ impl Default for Options {
 pub const USAGE: &str = "\
 usage: chatload [fanout] [OPTIONS]     load one server (default 127.0.0.1:8000)
        chatload suite [--chatd PATH] [--quick] [--runs K] [--only N]... [--json]
+                      [--chatd-arg ARG]... [--scrape-ms N]
        chatload smoke [--chatd PATH]   CI check: 50 clients, 5 senders, 200 lines/s, 2 s
 
 fanout options:
@@ -136,7 +153,13 @@ fanout options:
   --p99-bound-ms MS          ladder p99 bound            [100]
   --slow N                   extra clients that never read
   --server-pid PID           sample server CPU and RSS from /proc
+  --metrics URL              read server CPU and RSS (and chatd's longest loop
+                             iteration) from http://HOST:PORT/metrics instead
+  --scrape-ms N              also scrape /metrics every N ms during the run
   --chatd PATH               start this chatd on a free port and load it
+  --chatd-arg ARG            one more flag for the chatd started (repeatable,
+                             e.g. --chatd-arg=--db=/tmp/x.db; also
+                             CHATLOAD_CHATD_ARGS, space-separated)
   --name-first               each client first sends the line load<i>
   --no-self-echo             the server does not echo a line to its sender
   --check                    exit 1 unless every expected line arrived, in order
@@ -194,6 +217,24 @@ where
             }
             Long("slow") => o.slow = value(&mut parser)?,
             Long("server-pid") => o.server_pid = Some(value(&mut parser)?),
+            Long("metrics") => {
+                let raw = parser.value().map_err(|e| e.to_string())?;
+                o.metrics = Some(MetricsUrl::parse(&raw.to_string_lossy())?);
+            }
+            Long("scrape-ms") => {
+                let ms: u64 = value(&mut parser)?;
+                if ms == 0 {
+                    return Err("--scrape-ms must be at least 1".into());
+                }
+                o.scrape_every = Some(Duration::from_millis(ms));
+            }
+            Long("chatd-arg") => o.chatd_args.push(
+                parser
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
             Long("chatd") => {
                 o.chatd = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?))
             }
@@ -217,7 +258,32 @@ where
     if o.mode == Mode::Fanout && o.senders > o.clients {
         return Err("--senders cannot exceed --clients".into());
     }
+    if o.metrics.is_some() && (o.server_pid.is_some() || o.chatd.is_some()) {
+        return Err("--metrics reads a server this tool did not start: \
+                    give it instead of --server-pid, and not with --chatd"
+            .into());
+    }
     Ok(o)
+}
+
+impl Options {
+    /// The flags for a chatd this tool starts: no flood control, no idle
+    /// timeout, then `--chatd-arg`s, then `CHATLOAD_CHATD_ARGS`, and with
+    /// `--scrape-ms` a metrics listener on a free port.
+    pub fn chatd_flags(&self) -> Vec<String> {
+        let mut flags: Vec<String> = crate::chatd::UNTHROTTLED
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        flags.extend(self.chatd_args.iter().cloned());
+        if let Ok(env) = std::env::var("CHATLOAD_CHATD_ARGS") {
+            flags.extend(env.split_whitespace().map(String::from));
+        }
+        if self.scrape_every.is_some() {
+            flags.extend(["--metrics".to_string(), "127.0.0.1:0".to_string()]);
+        }
+        flags
+    }
 }
 
 fn value<T>(parser: &mut lexopt::Parser) -> Result<T, String>
@@ -264,6 +330,34 @@ mod tests {
             (o.clients, o.senders, o.rate, o.check),
             (50, 5, 200.0, true)
         );
+    }
+
+    #[test]
+    fn metrics_scrapes_and_chatd_flags() {
+        let o = parse_from([
+            "--metrics",
+            "http://127.0.0.1:9100/metrics",
+            "--scrape-ms",
+            "100",
+        ])
+        .expect("parses");
+        assert_eq!(o.metrics.map(|m| m.addr.port()), Some(9100));
+        assert_eq!(o.scrape_every, Some(Duration::from_millis(100)));
+        let o = parse_from([
+            "suite",
+            "--chatd-arg=--db=/tmp/x.db",
+            "--chatd-arg",
+            "--history=5",
+        ])
+        .expect("parses");
+        assert_eq!(o.chatd_args, ["--db=/tmp/x.db", "--history=5"]);
+        let flags = o.chatd_flags();
+        assert!(flags.starts_with(&crate::chatd::UNTHROTTLED.map(String::from)));
+        assert!(flags.contains(&"--db=/tmp/x.db".to_string()));
+        assert!(!flags.contains(&"--metrics".to_string()));
+        assert!(parse_from(["--metrics", "127.0.0.1:1", "--server-pid", "1"]).is_err());
+        assert!(parse_from(["--metrics", "https://127.0.0.1:1/"]).is_err());
+        assert!(parse_from(["--scrape-ms", "0"]).is_err());
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //!
 //! Server cost is sampled at three points (before connecting, once the room
 //! is registered, after the last step) so that memory per connection and
-//! CPU per delivery are each measured over the phase that causes them.
+//! CPU per delivery are each measured over the phase that causes them. The
+//! samples come from `/proc/PID` when the server's pid is known, or else
+//! from its `/metrics` page (`--metrics URL`), which also tells chatd's
+//! longest loop iteration; with `--scrape-ms` the page is also fetched
+//! every N ms throughout, to measure what scraping costs.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +17,7 @@ use super::args::Options;
 use super::swarm::{ConnectReport, StepPlan, Swarm, SwarmConfig};
 use super::tally::StepResult;
 use crate::chatd::{self, Chatd};
+use crate::metrics::{self, MetricsUrl, ScrapeStats, Scraper};
 use crate::procstat::{self, ProcSample};
 use crate::report::{self, Obj};
 
@@ -30,9 +35,28 @@ const LADDER_MIN_PACE: f64 = 0.95;
 /// A ladder step is good when at least this share of deliveries arrived.
 const LADDER_MIN_DELIVERED: f64 = 0.999;
 
+/// How long one scrape of `/metrics` may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a session reads the server's cost.
+#[derive(Debug, Clone, Default)]
+pub struct ServerView {
+    /// `/proc/PID`, when the server is a process this user may read.
+    pub pid: Option<i32>,
+    /// Its `/metrics` page: the cost comes from it when there is no pid;
+    /// it is scraped every `--scrape-ms` and asked for chatd's loop gauge.
+    pub metrics: Option<MetricsUrl>,
+}
+
 /// Server counters at the three sampling points, and what follows from them.
 #[derive(Debug, Clone, Default)]
 pub struct ServerCost {
+    /// Where the figures come from: `/proc` or `/metrics`.
+    pub source: &'static str,
+    /// chatd's `chatd_loop_busy_max_seconds` (the longest loop iteration
+    /// since it started) before connecting and after the run, when known.
+    pub loop_busy_before_s: Option<f64>,
+    pub loop_busy_after_s: Option<f64>,
     /// Before the first connect.
     pub before: ProcSample,
     /// Once every client was registered and the room had settled.
@@ -69,8 +93,10 @@ pub struct SessionReport {
     /// The ladder ran out of steps before anything failed: the saturation
     /// point is a lower bound.
     pub ladder_capped: bool,
-    /// What the server cost, when its pid was known.
+    /// What the server cost, when its pid or metrics were known.
     pub server: Option<ServerCost>,
+    /// What the scrapes every `--scrape-ms` did.
+    pub scrapes: Option<ScrapeStats>,
     /// Why the session is not a pass, for `--check` (empty = pass).
     pub problems: Vec<String>,
 }
@@ -92,12 +118,15 @@ pub fn run_cli(o: &Options) -> u8 {
     }
     let mut server: Option<Chatd> = None;
     let mut addr = o.addr;
-    let mut pid = o.server_pid;
+    let mut view = ServerView {
+        pid: o.server_pid,
+        metrics: o.metrics.clone(),
+    };
     if let Some(path) = &o.chatd {
-        match chatd::locate(Some(path)).and_then(|p| Chatd::start(&p, chatd::UNTHROTTLED)) {
+        match chatd::locate(Some(path)).and_then(|p| Chatd::start(&p, o.chatd_flags())) {
             Ok(c) => {
                 addr = c.addr;
-                pid = Some(c.pid);
+                view = started_view(&c, o);
                 server = Some(c);
             }
             Err(e) => {
@@ -106,7 +135,11 @@ pub fn run_cli(o: &Options) -> u8 {
             }
         }
     }
-    let report = run_session(o, addr, pid);
+    if o.scrape_every.is_some() && view.metrics.is_none() {
+        eprintln!("chatload: --scrape-ms needs --metrics URL (or --chatd, which starts one)");
+        return 2;
+    }
+    let report = run_session(o, addr, &view);
     if o.json {
         println!("{}", session_json(o, &report));
     } else {
@@ -130,8 +163,49 @@ pub fn run_cli(o: &Options) -> u8 {
     }
 }
 
+/// How a session sees a chatd this tool started: /proc by its pid, and
+/// its metrics endpoint when it has one (`--scrape-ms` asks for one).
+pub fn started_view(server: &Chatd, o: &Options) -> ServerView {
+    let wants_metrics = o.scrape_every.is_some()
+        || o.chatd_flags()
+            .iter()
+            .any(|f| f == "--metrics" || f.starts_with("--metrics="));
+    ServerView {
+        pid: Some(server.pid),
+        metrics: if wants_metrics {
+            server
+                .metrics_addr(Duration::from_secs(5))
+                .map(MetricsUrl::of)
+        } else {
+            None
+        },
+    }
+}
+
+/// The server's counters now, from /proc or else from `/metrics`, with
+/// chatd's loop gauge when the page has it.
+fn sample_server(view: &ServerView) -> Result<(ProcSample, Option<f64>), String> {
+    let page = view
+        .metrics
+        .as_ref()
+        .map(|url| metrics::scrape(url, SCRAPE_TIMEOUT).map_err(|e| format!("{url}: {e}")));
+    let busy = page
+        .as_ref()
+        .and_then(|p| p.as_ref().ok())
+        .and_then(|p| p.loop_busy_max_s);
+    if let Some(pid) = view.pid {
+        return procstat::sample(pid)
+            .map(|s| (s, busy))
+            .map_err(|e| format!("/proc/{pid}: {e}"));
+    }
+    match page {
+        Some(page) => Ok((page?.proc_sample()?, busy)),
+        None => Err("no pid and no metrics URL".into()),
+    }
+}
+
 /// Runs one session with the options' numbers against `addr`.
-pub fn run_session(o: &Options, addr: SocketAddr, server_pid: Option<i32>) -> SessionReport {
+pub fn run_session(o: &Options, addr: SocketAddr, view: &ServerView) -> SessionReport {
     let mut rep = SessionReport {
         clients: o.clients,
         slow: o.slow,
@@ -151,18 +225,25 @@ pub fn run_session(o: &Options, addr: SocketAddr, server_pid: Option<i32>) -> Se
             return rep;
         }
     };
-    let sample = |what: &str, rep: &mut SessionReport| -> Option<ProcSample> {
-        let pid = server_pid?;
-        match procstat::sample(pid) {
+    let watched = view.pid.is_some() || view.metrics.is_some();
+    let sample = |what: &str, rep: &mut SessionReport| -> Option<(ProcSample, Option<f64>)> {
+        if !watched {
+            return None;
+        }
+        match sample_server(view) {
             Ok(s) => Some(s),
             Err(e) => {
                 rep.problems
-                    .push(format!("cannot sample server {pid} {what}: {e}"));
+                    .push(format!("cannot sample the server {what}: {e}"));
                 None
             }
         }
     };
     let before = sample("before connecting", &mut rep);
+    let scraper = match (o.scrape_every, &view.metrics) {
+        (Some(every), Some(url)) => Some(Scraper::start(url.clone(), every)),
+        _ => None,
+    };
 
     rep.connect = swarm.connect(o.clients, o.slow, o.connect_concurrency, o.connect_timeout);
     if rep.connect.failed > 0 {
@@ -175,6 +256,7 @@ pub fn run_session(o: &Options, addr: SocketAddr, server_pid: Option<i32>) -> Se
     }
     if swarm.open_readers() == 0 {
         rep.problems.push("no reading client is connected".into());
+        rep.scrapes = scraper.map(Scraper::finish);
         return rep;
     }
     match swarm.register(o.register_timeout) {
@@ -250,11 +332,21 @@ pub fn run_session(o: &Options, addr: SocketAddr, server_pid: Option<i32>) -> Se
         }
     }
     let after = sample("after the run", &mut rep);
+    rep.scrapes = scraper.map(Scraper::finish);
 
-    if let (Some(before), Some(connected), Some(after)) = (before, connected, after) {
+    if let (Some((before, busy_before)), Some((connected, _)), Some((after, busy_after))) =
+        (before, connected, after)
+    {
         let received: u64 = rep.steps.iter().map(|s| s.received).sum();
         let cpu_s = after.cpu_s - connected.cpu_s;
         rep.server = Some(ServerCost {
+            source: if view.pid.is_some() {
+                "/proc"
+            } else {
+                "/metrics"
+            },
+            loop_busy_before_s: busy_before,
+            loop_busy_after_s: busy_after,
             before,
             connected,
             after,
@@ -347,15 +439,47 @@ pub fn session_text(o: &Options, r: &SessionReport) -> String {
     }
     if let Some(c) = &r.server {
         out.push_str(&format!(
-            "server: RSS {} before, {} registered ({} per connection), {} after (peak {}); \
+            "server (from {}): RSS {} before, {} registered ({} per connection), {} after{}; \
              CPU {:.2}s during the run = {:.3} CPU-s per million deliveries\n",
+            c.source,
             report::bytes(c.before.rss as f64),
             report::bytes(c.connected.rss as f64),
             report::bytes(c.rss_per_conn),
             report::bytes(c.after.rss as f64),
-            report::bytes(c.after.hwm as f64),
+            if c.after.hwm > 0 {
+                format!(" (peak {})", report::bytes(c.after.hwm as f64))
+            } else {
+                String::new()
+            },
             c.cpu_s,
             c.cpu_s_per_million
+        ));
+        if let Some(after) = c.loop_busy_after_s {
+            out.push_str(&format!(
+                "server: longest loop iteration {:.2} ms since it started ({})\n",
+                after * 1000.0,
+                match c.loop_busy_before_s {
+                    Some(b) if after > b => {
+                        format!("during this run; {:.2} ms before it", b * 1000.0)
+                    }
+                    Some(_) => "not during this run".to_string(),
+                    None => "before the run: unknown".to_string(),
+                }
+            ));
+        }
+    }
+    if let Some(s) = &r.scrapes {
+        out.push_str(&format!(
+            "scrapes of /metrics every {} ms: {} answered, {} failed{}; mean {:.2} ms, max {:.2} ms\n",
+            o.scrape_every.map_or(0, |d| d.as_millis()),
+            s.ok,
+            s.failed,
+            s.first_error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default(),
+            s.mean_s() * 1000.0,
+            s.max_s * 1000.0
         ));
     }
     if o.check {
@@ -395,14 +519,45 @@ pub fn session_json(o: &Options, r: &SessionReport) -> String {
             .raw("saturation", &step_json(&r.steps[i]))
             .bool("ladder_capped", r.ladder_capped);
     }
+    if let Some(s) = &r.scrapes {
+        obj = obj.raw(
+            "scrapes",
+            &Obj::new()
+                .int(
+                    "every_ms",
+                    o.scrape_every.map_or(0, |d| d.as_millis() as u64),
+                )
+                .int("answered", s.ok)
+                .int("failed", s.failed)
+                .num("mean_seconds", s.mean_s())
+                .num("max_seconds", s.max_s)
+                .finish(),
+        );
+    }
     if let Some(c) = &r.server {
         obj = obj.raw(
             "server",
             &Obj::new()
+                .str("source", c.source)
+                .num(
+                    "loop_busy_max_seconds_before",
+                    c.loop_busy_before_s.unwrap_or(f64::NAN),
+                )
+                .num(
+                    "loop_busy_max_seconds",
+                    c.loop_busy_after_s.unwrap_or(f64::NAN),
+                )
                 .int("rss_before", c.before.rss)
                 .int("rss_registered", c.connected.rss)
                 .int("rss_after", c.after.rss)
-                .int("rss_peak", c.after.hwm)
+                .num(
+                    "rss_peak",
+                    if c.after.hwm > 0 {
+                        c.after.hwm as f64
+                    } else {
+                        f64::NAN
+                    },
+                )
                 .num("rss_per_connection", c.rss_per_conn)
                 .num("rss_growth", c.rss_growth)
                 .num("cpu_seconds", c.cpu_s)

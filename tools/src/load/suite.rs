@@ -5,6 +5,12 @@
 //! sessions, and reduces them to a few named figures. With `--runs K` every
 //! scenario is repeated and each figure is reported as median and min–max,
 //! because a single run on a shared 2-core machine is an anecdote.
+//!
+//! Every chatd gets the same extra flags (`--chatd-arg`, repeatable, and
+//! `CHATLOAD_CHATD_ARGS`), so the suite can run side by side with and
+//! without, say, `--db`; with `--scrape-ms N` each one also serves metrics
+//! on a free port, scraped every N ms during every session, so a figure
+//! can be compared with and without a Prometheus watching.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,6 +18,7 @@ use std::time::Duration;
 use super::args::Options;
 use super::scenario::{self, SessionReport};
 use crate::chatd::{self, Chatd};
+use crate::metrics::ScrapeStats;
 use crate::procstat;
 use crate::report::{self, Obj};
 use crate::stats;
@@ -106,8 +113,12 @@ fn base(o: &Options) -> Options {
 
 /// Starts a fresh chatd and runs one session against it.
 fn session(path: &Path, o: &Options) -> Result<(SessionReport, usize), String> {
-    let server = Chatd::start(path, chatd::UNTHROTTLED)?;
-    let rep = scenario::run_session(o, server.addr, Some(server.pid));
+    let server = Chatd::start(path, o.chatd_flags())?;
+    let view = scenario::started_view(&server, o);
+    if o.scrape_every.is_some() && view.metrics.is_none() {
+        return Err("chatd logged no `metrics listening on ADDR` line".into());
+    }
+    let rep = scenario::run_session(o, server.addr, &view);
     let kicked = server.too_slow_count();
     server.stop();
     Ok((rep, kicked))
@@ -126,12 +137,16 @@ pub fn run_suite(o: &Options) -> u8 {
     let scale = if o.quick { QUICK } else { FULL };
     let mut figures: Vec<Figure> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
+    let flags = o.chatd_flags().join(" ");
     for run in 0..o.runs {
         eprintln!(
-            "chatload: suite run {}/{} against {}",
+            "chatload: suite run {}/{} against {} {flags}{}",
             run + 1,
             o.runs,
-            path.display()
+            path.display(),
+            o.scrape_every
+                .map(|d| format!(", scraping /metrics every {} ms", d.as_millis()))
+                .unwrap_or_default()
         );
         if let Err(e) = suite_run(&path, o, scale, &mut figures, &mut problems) {
             eprintln!("chatload: suite aborted: {e}");
@@ -176,6 +191,11 @@ pub fn run_suite(o: &Options) -> u8 {
             "{}",
             Obj::new()
                 .str("mode", "suite")
+                .str("chatd_flags", &flags)
+                .num(
+                    "scrape_ms",
+                    o.scrape_every.map_or(f64::NAN, |d| d.as_millis() as f64)
+                )
                 .bool("quick", o.quick)
                 .int("runs", o.runs as u64)
                 .raw("figures", &report::array(items))
@@ -222,10 +242,32 @@ fn put(
     }
 }
 
-/// Records a session's problems, labelled with its scenario.
+/// Records a session's problems, labelled with its scenario, and what its
+/// scrapes did (failed ones are problems too).
 fn note(problems: &mut Vec<String>, scenario: &str, rep: &SessionReport) {
     for p in &rep.problems {
         problems.push(format!("{scenario}: {p}"));
+    }
+    if let Some(ScrapeStats {
+        ok,
+        failed,
+        first_error,
+        max_s,
+        ..
+    }) = &rep.scrapes
+    {
+        problems.push(format!(
+            "{scenario}: {ok} scrapes of /metrics, slowest {:.2} ms{}",
+            max_s * 1000.0,
+            if *failed > 0 {
+                format!(
+                    "; {failed} failed ({})",
+                    first_error.as_deref().unwrap_or("?")
+                )
+            } else {
+                String::new()
+            }
+        ));
     }
 }
 
@@ -542,8 +584,9 @@ pub fn smoke(path: &Path, o: &Options) -> Result<Smoke, String> {
         ..o.clone()
     };
     procstat::raise_nofile_limit();
-    let server = Chatd::start(path, chatd::UNTHROTTLED)?;
-    let report = scenario::run_session(&opts, server.addr, Some(server.pid));
+    let server = Chatd::start(path, opts.chatd_flags())?;
+    let view = scenario::started_view(&server, &opts);
+    let report = scenario::run_session(&opts, server.addr, &view);
     let log_tail = server.log_tail();
     let clean_exit = server.stop();
     Ok(Smoke {

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{capacity, flood, slow, soak};
+use super::{capacity, churn, crowd, flood, rooms, slow, soak};
 
 /// Printed for `--help` and after a usage error.
 pub const USAGE: &str = "\
@@ -18,7 +18,15 @@ usage: chatstress SCENARIO [--chatd PATH] [options]
             [--flood-rate N] [--p99-ms 50]
   soak      [--clients 1000] [--duration 60] [--chat-ms 5000] [--rename-ms 20000]
             [--lifetime-ms 20000] [--offline-ms 2000] [--seed 42]
+  crowd     [--clients 18000] [--per-process 9000] [--line-bytes 4000]
+            [--max-outbound-total 268435456] [--no-total-flag] [--after-secs 10]
+  churn     [--secs 20] [--idle-timeout 3600] [--in-flight 16]
+  rooms     [--clients 10000] [--rooms 100] [--duration 60] [--chat-ms 10000]
+            [--move-ms 5000] [--seed 42]
   --chatd PATH   the chatd to start (default: the one next to this executable)
+
+crowd --no-total-flag (also chosen by itself when chatd refuses the flag)
+measures a chatd older than --max-outbound-total against the same bounds.
 
 Each scenario starts its own chatd on 127.0.0.1 port 0 (extra flags may be
 given in CHATSTRESS_CHATD_ARGS), prints its figures and a line per check,
@@ -46,7 +54,17 @@ pub enum Command {
         /// Connections to hold.
         count: usize,
     },
+    /// The hidden child side of `crowd`, the same way.
+    CrowdChild {
+        /// The chatd under test.
+        addr: SocketAddr,
+        /// Connections to hold.
+        count: usize,
+    },
 }
+
+/// Options that take no value: `--NAME` alone means 1.
+const SWITCHES: &[&str] = &["no-total-flag"];
 
 /// A scenario with its options, except the chatd path (resolved later).
 #[derive(Debug)]
@@ -59,6 +77,12 @@ pub enum Scenario {
     Flood(flood::Options),
     /// `chatstress soak`.
     Soak(soak::Options),
+    /// `chatstress crowd`.
+    Crowd(crowd::Options),
+    /// `chatstress churn`.
+    Churn(churn::Options),
+    /// `chatstress rooms`.
+    Rooms(rooms::Options),
 }
 
 /// The `--NAME NUMBER` options given, and the names the scenario knows.
@@ -107,6 +131,9 @@ where
             Long("help") | Short('h') => return Ok(Command::Help),
             Long("chatd") => chatd = Some(PathBuf::from(parser.value().map_err(err)?)),
             Long("addr") => addr = Some(parser.value().map_err(err)?.parse().map_err(err)?),
+            Long(name) if SWITCHES.contains(&name) => {
+                given.insert(name.to_string(), 1);
+            }
             Long(name) => {
                 let name = name.to_string();
                 let value: u64 = parser.value().map_err(err)?.parse().map_err(err)?;
@@ -117,7 +144,7 @@ where
     }
     let known: &[&str] = match scenario.as_str() {
         "capacity" => &["clients", "per-process", "idle-secs"],
-        "capacity-child" => &["count"],
+        "capacity-child" | "crowd-child" => &["count"],
         "slow" => &[
             "non-readers",
             "readers",
@@ -143,6 +170,16 @@ where
             "offline-ms",
             "seed",
         ],
+        "crowd" => &[
+            "clients",
+            "per-process",
+            "line-bytes",
+            "max-outbound-total",
+            "no-total-flag",
+            "after-secs",
+        ],
+        "churn" => &["secs", "idle-timeout", "in-flight"],
+        "rooms" => &["clients", "rooms", "duration", "chat-ms", "move-ms", "seed"],
         other => return Err(format!("unknown scenario {other:?}")),
     };
     if let Some(bad) = given.keys().find(|k| !known.contains(&k.as_str())) {
@@ -156,6 +193,33 @@ where
                 count: n.usize("count", 1)?,
             });
         }
+        "crowd-child" => {
+            return Ok(Command::CrowdChild {
+                addr: addr.ok_or("crowd-child needs --addr")?,
+                count: n.usize("count", 1)?,
+            });
+        }
+        "crowd" => Scenario::Crowd(crowd::Options {
+            clients: n.usize("clients", 18_000)?.max(1),
+            per_process: n.usize("per-process", 9_000)?.clamp(1, 19_000),
+            line_bytes: n.usize("line-bytes", 4000)?.max(8),
+            max_outbound_total: n.get("max-outbound-total", crowd::DEFAULT_TOTAL),
+            no_total_flag: n.given.contains_key("no-total-flag"),
+            after_secs: n.get("after-secs", 10),
+        }),
+        "churn" => Scenario::Churn(churn::Options {
+            secs: n.get("secs", 20),
+            idle_timeout: n.get("idle-timeout", 3600),
+            in_flight: n.usize("in-flight", 16)?.clamp(1, 10_000),
+        }),
+        "rooms" => Scenario::Rooms(rooms::Options {
+            clients: n.usize("clients", 10_000)?.clamp(1, 19_000),
+            rooms: n.usize("rooms", 100)?,
+            duration: Duration::from_secs(n.get("duration", 60)),
+            chat_every: n.ms("chat-ms", 10_000).max(Duration::from_millis(1)),
+            move_every: n.ms("move-ms", 5_000).max(Duration::from_millis(1)),
+            seed: n.get("seed", 42),
+        }),
         "capacity" => Scenario::Capacity(capacity::Options {
             clients: n.usize("clients", 19_000)?.max(1),
             per_process: n.usize("per-process", 9_500)?.clamp(1, 19_000),
@@ -243,5 +307,54 @@ mod tests {
             Ok(Command::CapacityChild { count: 3, .. })
         ));
         assert!(parse_from(["capacity-child", "--count", "3"]).is_err());
+        assert!(matches!(
+            parse_from(["crowd-child", "--addr", "127.0.0.1:1", "--count", "2"]),
+            Ok(Command::CrowdChild { count: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn crowd_switch_and_defaults() {
+        let Ok(Command::Run {
+            scenario: Scenario::Crowd(o),
+            ..
+        }) = parse_from(["crowd", "--no-total-flag", "--clients", "2000"])
+        else {
+            panic!("crowd parses");
+        };
+        assert!(o.no_total_flag);
+        assert_eq!((o.clients, o.per_process, o.line_bytes), (2000, 9000, 4000));
+        assert_eq!(o.max_outbound_total, 256 << 20);
+        let Ok(Command::Run {
+            scenario: Scenario::Crowd(o),
+            ..
+        }) = parse_from(["crowd", "--max-outbound-total", "1000000"])
+        else {
+            panic!("crowd parses");
+        };
+        assert!(!o.no_total_flag);
+        assert_eq!(o.max_outbound_total, 1_000_000);
+        assert!(parse_from(["churn", "--no-total-flag"]).is_err());
+    }
+
+    #[test]
+    fn churn_and_rooms_defaults() {
+        let Ok(Command::Run {
+            scenario: Scenario::Churn(o),
+            ..
+        }) = parse_from(["churn", "--secs", "5"])
+        else {
+            panic!("churn parses");
+        };
+        assert_eq!((o.secs, o.idle_timeout), (5, 3600));
+        let Ok(Command::Run {
+            scenario: Scenario::Rooms(o),
+            ..
+        }) = parse_from(["rooms", "--clients", "1000", "--rooms", "10"])
+        else {
+            panic!("rooms parses");
+        };
+        assert_eq!((o.clients, o.rooms), (1000, 10));
+        assert_eq!(o.duration, Duration::from_secs(60));
     }
 }

@@ -28,18 +28,21 @@ pub struct Options {
     pub idle_secs: u64,
 }
 
-/// One child process holding connections, and the pipes to command it.
-struct Worker {
-    child: Child,
+/// One child process holding connections, and the pipes to command it
+/// (`capacity` and `crowd` spread their clients over these).
+pub(super) struct Worker {
+    pub(super) child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
 
 impl Worker {
-    fn spawn(addr: SocketAddr, count: usize) -> io::Result<Worker> {
+    /// Starts `chatstress KIND --addr ADDR --count N` (a hidden child
+    /// scenario) with piped stdin and stdout.
+    pub(super) fn spawn(kind: &str, addr: SocketAddr, count: usize) -> io::Result<Worker> {
         let me = std::env::current_exe()?;
         let mut child = Command::new(me)
-            .args(["capacity-child", "--addr", &addr.to_string(), "--count"])
+            .args([kind, "--addr", &addr.to_string(), "--count"])
             .arg(count.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -59,13 +62,13 @@ impl Worker {
     }
 
     /// Sends the child one command line.
-    fn tell(&mut self, command: &str) -> io::Result<()> {
+    pub(super) fn tell(&mut self, command: &str) -> io::Result<()> {
         writeln!(self.stdin, "{command}")?;
         self.stdin.flush()
     }
 
     /// Reads the child's next report line.
-    fn report(&mut self) -> io::Result<String> {
+    pub(super) fn report(&mut self) -> io::Result<String> {
         let mut line = String::new();
         if self.stdout.read_line(&mut line)? == 0 {
             return Err(io::Error::other("worker exited"));
@@ -92,7 +95,8 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
     let mut left = n;
     while left > 0 {
         let count = left.min(opts.per_process);
-        workers.push(Worker::spawn(server.addr, count).map_err(|e| e.to_string())?);
+        workers
+            .push(Worker::spawn("capacity-child", server.addr, count).map_err(|e| e.to_string())?);
         left -= count;
     }
     let mut connected = 0;
@@ -241,14 +245,14 @@ pub fn child(addr: SocketAddr, count: usize) -> Outcome {
 
 /// Connects, retrying a few times: a burst of 9,500 connects may overrun
 /// the listen backlog for a moment.
-fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {
+pub(super) fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {
     let mut tries = 0;
     loop {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
             Ok(s) => return Ok(s),
             Err(e) if tries < 5 => {
                 tries += 1;
-                eprintln!("capacity-child: connect failed ({e}), retrying");
+                eprintln!("chatstress child: connect failed ({e}), retrying");
                 std::thread::sleep(Duration::from_millis(200));
             }
             Err(e) => return Err(e),
@@ -258,13 +262,13 @@ fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {
 
 /// A socket with a tiny line buffer of its own (a BufReader per socket
 /// would cost 8 KiB each).
-struct Pending {
-    stream: TcpStream,
+pub(super) struct Pending {
+    pub(super) stream: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Pending {
-    fn new(stream: TcpStream) -> Pending {
+    pub(super) fn new(stream: TcpStream) -> Pending {
         Pending {
             stream,
             buf: Vec::new(),
@@ -273,7 +277,7 @@ impl Pending {
 
     /// The next line, without its `\n`; blocks (the socket has a read
     /// timeout).
-    fn line(&mut self) -> io::Result<String> {
+    pub(super) fn line(&mut self) -> io::Result<String> {
         loop {
             if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=nl).collect();

@@ -2,7 +2,10 @@
 //! starts itself, one per point of README.md's "Limits and failure
 //! behaviour" that needs more than a unit test: capacity (point 2), slow
 //! consumers (3), floods (4) and the soak (7; abrupt ends, point 5, happen
-//! in it too).
+//! in it too); and three for the server's bounds under crowds and rooms:
+//! a crowd closing at once (`--max-outbound-total`), connection churn (the
+//! idle wheel), and rooms with users moving and chatting (every delivery
+//! checked against the room it was said in).
 //!
 //! Each scenario prints its figures and a line per check, and returns an
 //! error naming the checks that failed; [`main`] turns that into the exit
@@ -10,7 +13,11 @@
 
 mod args;
 mod capacity;
+mod churn;
+mod crowd;
 mod flood;
+mod rng;
+mod rooms;
 mod slow;
 mod soak;
 
@@ -40,6 +47,7 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::CapacityChild { addr, count } => capacity::child(addr, count),
+        Command::CrowdChild { addr, count } => crowd::child(addr, count),
         Command::Run { chatd, scenario } => {
             let path = match chatd::locate(chatd.as_deref()) {
                 Ok(path) => path,
@@ -53,6 +61,9 @@ pub fn main() -> ExitCode {
                 Scenario::Slow(o) => slow::run(&path, o),
                 Scenario::Flood(o) => flood::run(&path, o),
                 Scenario::Soak(o) => soak::run(&path, o),
+                Scenario::Crowd(o) => crowd::run(&path, o),
+                Scenario::Churn(o) => churn::run(&path, o),
+                Scenario::Rooms(o) => rooms::run(&path, o),
             }
         }
     };

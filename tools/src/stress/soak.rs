@@ -25,6 +25,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use socket2::SockRef;
 
+use super::rng::Rng;
 use super::{Checks, Outcome, start_chatd};
 use crate::chatd::{Chatd, UNTHROTTLED};
 use crate::line_client::LineClient;
@@ -709,60 +710,6 @@ impl Soak {
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
-        }
-    }
-}
-
-/// A small fast PRNG (xorshift64*): a seeded, repeatable schedule without a
-/// dependency.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed` (any value; the state is never zero).
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in 0..n (0 for n = 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Exponentially distributed with the given mean (capped at 20 means).
-    fn exp(&mut self, mean: Duration) -> Duration {
-        let u = self.unit().max(1e-12);
-        mean.mul_f64(-u.ln()).min(mean * 20)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rng_is_repeatable_and_in_range() {
-        let (mut a, mut b) = (Rng::new(42), Rng::new(42));
-        for _ in 0..1000 {
-            assert_eq!(a.next_u64(), b.next_u64());
-        }
-        for _ in 0..1000 {
-            assert!(a.below(10) < 10);
-            let u = a.unit();
-            assert!((0.0..1.0).contains(&u));
-            assert!(a.exp(Duration::from_millis(5)) <= Duration::from_millis(100));
         }
     }
 }
