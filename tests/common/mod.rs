@@ -353,3 +353,52 @@ pub fn is_who_head(line: &str) -> bool {
         .is_some_and(|r| r.starts_with('#') && r.ends_with(':'));
     count_ok && noun_ok && in_ok && room_ok && words.next().is_none()
 }
+
+impl TestServer {
+    /// Starts a server with `config` on a plain and a TLS listener, both
+    /// on 127.0.0.1 port 0 (`config.tls_cert` and `tls_key` must name good
+    /// files); returns it and the TLS address.
+    pub fn start_with_tls(mut config: Config) -> (TestServer, SocketAddr) {
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let server = Server::bind(config).expect("server binds");
+        let addr = server.local_addrs()[0];
+        let tls = server.tls_addrs()[0];
+        let metrics = server.metrics_addr();
+        let handle = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.run());
+        let server = TestServer {
+            addr,
+            metrics,
+            handle,
+            thread: Some(thread),
+        };
+        (server, tls)
+    }
+}
+
+impl RealServer {
+    /// The first log line containing `needle`, waiting for it (bounded by
+    /// [`READ_TIMEOUT`]).
+    pub fn wait_log(&self, needle: &str) -> String {
+        let mut found = None;
+        let seen = wait_for(READ_TIMEOUT, || {
+            let log = self.log.lock().unwrap();
+            found = log.iter().find(|line| line.contains(needle)).cloned();
+            found.is_some()
+        });
+        assert!(
+            seen,
+            "no log line containing {needle:?}:\n{}",
+            self.log_text()
+        );
+        found.unwrap()
+    }
+
+    /// The address of the `tls listening on ADDR` log line.
+    pub fn tls_addr(&self) -> SocketAddr {
+        let line = self.wait_log("tls listening on ");
+        let (_, addr) = line.split_once("tls listening on ").unwrap();
+        addr.trim().parse().expect("a socket address")
+    }
+}

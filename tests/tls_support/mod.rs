@@ -649,3 +649,188 @@ pub fn send(client: &mut impl Write, bytes: &[u8]) {
     client.write_all(bytes).expect("client write");
     client.flush().expect("client flush");
 }
+
+// ---------------------------------------------------------------- chat user
+
+/// Completes a client handshake with `config` on an already connected
+/// `sock` (whose timeouts the caller set), e.g. one bound to another source
+/// address or with a small receive buffer, or one left silent for a while.
+pub fn handshake_on(sock: TcpStream, config: Arc<ClientConfig>) -> TlsClient {
+    let conn = ClientConnection::new(config, ServerName::try_from("localhost").expect("name"))
+        .expect("client connection");
+    let mut client = StreamOwned::new(conn, sock);
+    while client.conn.is_handshaking() {
+        client
+            .conn
+            .complete_io(&mut client.sock)
+            .expect("client handshake");
+    }
+    client
+}
+
+/// A chat user over TLS, with the same line-level calls as the plain
+/// `common::Client` (reads bounded by the socket's timeout, [`TIMEOUT`]).
+pub struct TlsUser {
+    reader: io::BufReader<TlsClient>,
+    /// The name the server is expected to give it (its address).
+    pub name: String,
+}
+
+impl TlsUser {
+    /// Wraps a client whose handshake is done; reads nothing.
+    pub fn from_client(client: TlsClient) -> TlsUser {
+        let name = client.sock.local_addr().expect("local addr").to_string();
+        TlsUser {
+            reader: io::BufReader::new(client),
+            name,
+        }
+    }
+
+    /// Connects over TLS 1.3 and completes the handshake; reads nothing.
+    pub fn connect(addr: SocketAddr) -> TlsUser {
+        TlsUser::from_client(connect(addr, &rustls::version::TLS13))
+    }
+
+    /// Connects over TLS 1.3 and checks the greeting `You are ADDR`.
+    pub fn join(addr: SocketAddr) -> TlsUser {
+        TlsUser::join_with(addr, &rustls::version::TLS13)
+    }
+
+    /// Connects over `version` and checks the greeting `You are ADDR`.
+    pub fn join_with(addr: SocketAddr, version: &'static SupportedProtocolVersion) -> TlsUser {
+        let mut user = TlsUser::from_client(connect(addr, version));
+        let greeting = format!("You are {}", user.name);
+        user.expect(&greeting);
+        user
+    }
+
+    /// The rustls client underneath.
+    pub fn client(&mut self) -> &mut TlsClient {
+        self.reader.get_mut()
+    }
+
+    /// The DER of the certificate the server presented.
+    pub fn served_cert(&self) -> Vec<u8> {
+        served_cert(self.reader.get_ref())
+    }
+
+    /// The TLS version negotiated.
+    pub fn version(&self) -> Option<rustls::ProtocolVersion> {
+        self.reader.get_ref().conn.protocol_version()
+    }
+
+    /// Sends `line` and a newline.
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    /// Sends bytes exactly as given, flushing the TLS records.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        send(self.client(), bytes);
+    }
+
+    /// Reads one line (without `\n`), or `None` when the connection ended
+    /// (close_notify, TCP EOF or reset); panics after the timeout.
+    pub fn try_line(&mut self) -> Option<String> {
+        use io::BufRead;
+        let mut bytes = Vec::new();
+        match self.reader.read_until(b'\n', &mut bytes) {
+            Ok(0) => None,
+            Ok(_) if bytes.last() != Some(&b'\n') => {
+                panic!("{}: line without newline: {bytes:?}", self.name)
+            }
+            Ok(_) => {
+                bytes.pop();
+                Some(String::from_utf8(bytes).expect("server sends UTF-8"))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::UnexpectedEof
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("{}: no line within {TIMEOUT:?}: {e}", self.name),
+        }
+    }
+
+    /// Reads one line; panics at the end of the connection.
+    pub fn line(&mut self) -> String {
+        match self.try_line() {
+            Some(line) => line,
+            None => panic!("{}: connection closed while a line was expected", self.name),
+        }
+    }
+
+    /// Reads one line and checks it.
+    #[track_caller]
+    pub fn expect(&mut self, want: &str) {
+        let got = self.line();
+        assert_eq!(got, want, "{} (TLS) got an unexpected line", self.name);
+    }
+
+    /// Reads lines until one equals `want`; returns the ones skipped.
+    pub fn skip_until(&mut self, want: &str) -> Vec<String> {
+        let mut skipped = Vec::new();
+        loop {
+            let line = self.line();
+            if line == want {
+                return skipped;
+            }
+            skipped.push(line);
+        }
+    }
+
+    /// Expects the connection to end with nothing more said.
+    #[track_caller]
+    pub fn expect_eof(&mut self) {
+        if let Some(line) = self.try_line() {
+            panic!("{} (TLS) expected the end, got {line:?}", self.name);
+        }
+    }
+
+    /// Reads the end of the connection and says whether it was a clean
+    /// TLS close (the server's close_notify) rather than a bare TCP end.
+    pub fn end_is_close_notify(&mut self) -> bool {
+        let mut rest = Vec::new();
+        match io::Read::read_to_end(&mut self.reader, &mut rest) {
+            Ok(_) => {
+                assert!(rest.is_empty(), "{}: more bytes: {rest:?}", self.name);
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => false,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => false,
+            Err(e) => panic!("{}: no end within {TIMEOUT:?}: {e}", self.name),
+        }
+    }
+
+    /// Sends `/who` and returns the listed names (` (you)` kept).
+    pub fn who(&mut self) -> Vec<String> {
+        self.send("/who");
+        let header = self.line();
+        let count: usize = header
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a who head: {header:?}"));
+        (0..count)
+            .map(|_| self.line().trim_start().to_string())
+            .collect()
+    }
+
+    /// Sends a TLS close_notify (and keeps the TCP connection open).
+    pub fn close_notify(&mut self) {
+        let client = self.client();
+        client.conn.send_close_notify();
+        while client.conn.wants_write() {
+            client
+                .conn
+                .write_tls(&mut client.sock)
+                .expect("send close_notify");
+        }
+    }
+}
