@@ -581,20 +581,29 @@ impl Server {
         };
         let timer = conn.timer.take();
         let peer = conn.peer;
-        if let Some(line) = conn.refusal {
-            self.refusing -= 1;
-            conn.refusal = None;
-            if let Some(timer) = timer {
-                self.timers.remove(timer);
+        if let Some(timer) = timer {
+            self.timers.remove(timer);
+        }
+        // A ban made while the handshake was going on applies too.
+        let refusal = match conn.refusal.take() {
+            Some(line) => {
+                self.refusing -= 1;
+                Some(line)
             }
+            None if self.chat.is_banned(peer.ip(), now.unix) => {
+                info!("refused {peer}: banned during its TLS handshake");
+                Some(protocol::BANNED)
+            }
+            None => None,
+        };
+        if let Some(line) = refusal {
             self.conns.line(id, line);
             self.conns.leave(id, Leave::Refused);
             self.settle(now);
             return;
         }
-        conn.user = true;
-        if let Some(timer) = timer {
-            self.timers.remove(timer);
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.user = true;
         }
         if let Some(deadline) = idle {
             let timer = self.timers.insert(deadline, Deadline::Idle(id));
