@@ -16,6 +16,7 @@
 
 pub mod chat;
 pub mod clean;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod conn;
