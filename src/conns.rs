@@ -31,6 +31,10 @@ use slab::Slab;
 use std::io::{self, Write};
 use std::time::Instant;
 
+/// Beyond `--max-line`, the bytes one line may take in an outbox (the
+/// sender's name, `: `, the newline), for the total gate's reserve.
+const LINE_RESERVE: usize = 64;
+
 /// The limits on queued output.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueLimits {
@@ -38,6 +42,9 @@ pub struct QueueLimits {
     pub max_outbound: usize,
     /// All connections together (`--max-outbound-total`): past it, input waits.
     pub max_total: usize,
+    /// The longest line (`--max-line`): what one more line may cost each
+    /// recipient.
+    pub max_line: usize,
 }
 
 /// All connections and their output lists.
@@ -61,6 +68,8 @@ pub struct Conns {
     totals: Totals,
     /// Lines queued to a recipient, one per recipient (a metric).
     deliveries: u64,
+    /// Heap bytes of the framers: input read but not yet run as lines.
+    inbound: usize,
     /// Output buffer bytes freed since the loop last returned memory to
     /// the system.
     freed: usize,
@@ -85,6 +94,7 @@ impl Conns {
             to_reap: Vec::new(),
             totals: Totals::default(),
             deliveries: 0,
+            inbound: 0,
             freed: 0,
             readers_holding: false,
             limits,
@@ -160,11 +170,23 @@ impl Conns {
         self.readers_holding || self.over_total()
     }
 
-    /// True while all queues together are past `--max-outbound-total`.
-    /// What counts is the memory the outboxes hold (their capacity), not
-    /// only the bytes waiting in them: that is what the limit protects.
+    /// True while the queues together are past `--max-outbound-total`.
+    ///
+    /// What counts is memory: what the outboxes hold (their capacity, not
+    /// only the bytes waiting in them), the input read but not yet run as
+    /// lines, and room for one more line to every connection, since the
+    /// gate is checked before a line and its fan-out (a 4 KB line to 18,000
+    /// users is 72 MB) happens after. With nothing queued for anyone, input
+    /// always goes on, so the gate can never hold the room for good.
     pub fn over_total(&self) -> bool {
-        self.totals.held > self.limits.max_total
+        let reserve = (self.limits.max_line + LINE_RESERVE).saturating_mul(self.slab.len());
+        self.totals.held > 0 && self.totals.held + self.inbound + reserve > self.limits.max_total
+    }
+
+    /// A framer's heap went from `before` to `after` bytes (the loop reads
+    /// and frames input; this keeps the total it is judged by).
+    pub fn framer_changed(&mut self, before: usize, after: usize) {
+        self.inbound = self.inbound + after - before;
     }
 
     /// Marks `id` as leaving for `reason` (once): no more output is queued
@@ -205,6 +227,7 @@ impl Conns {
     pub fn remove(&mut self, id: ConnId) -> Option<Conn> {
         self.get(id)?;
         let conn = self.slab.remove(id.slot());
+        self.inbound -= conn.framer.heap_bytes();
         self.totals.queued -= conn.outbox.pending();
         self.totals.held -= conn.outbox.heap_bytes();
         self.freed += conn.outbox.heap_bytes();

@@ -198,6 +198,13 @@ impl Server {
             _ => None,
         };
         let poll = Poll::new()?;
+        // Before any `listening on` line: a script that reads it may signal
+        // the server at once, and must find the handlers in place.
+        let signals = if config.handle_signals {
+            Some(install_signals(&poll)?)
+        } else {
+            None
+        };
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
         let all = config.listen.iter().map(|a| (*a, false));
@@ -235,11 +242,6 @@ impl Server {
                 Some(endpoint)
             }
             None => None,
-        };
-        let signals = if config.handle_signals {
-            Some(install_signals(&poll)?)
-        } else {
-            None
         };
         let waker = Arc::new(Waker::new(poll.registry(), server_token(WAKER_TOKEN))?);
         info!(
@@ -291,6 +293,7 @@ impl Server {
             conns: Conns::new(QueueLimits {
                 max_outbound: config.max_outbound,
                 max_total: config.max_outbound_total,
+                max_line: config.max_line,
             }),
             chat,
             ip_limits,
@@ -662,6 +665,17 @@ impl Server {
     /// next loop iteration, so the others' events and the flush of their
     /// outboxes are never held up behind it.
     fn service_input(&mut self, id: ConnId, now: Now) {
+        let Some(before) = self.conns.get(id).map(|c| c.framer.heap_bytes()) else {
+            return;
+        };
+        self.take_input(id, now);
+        let after = self.conns.get(id).map_or(before, |c| c.framer.heap_bytes());
+        self.conns.framer_changed(before, after);
+    }
+
+    /// [`service_input`](Self::service_input)'s work; the framer's memory
+    /// is accounted around it.
+    fn take_input(&mut self, id: ConnId, now: Now) {
         if !self.handshake(id, now) {
             return;
         }
