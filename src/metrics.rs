@@ -178,6 +178,9 @@ pub struct Gauges {
     /// working (from the poll's return to the next poll) since the start:
     /// how long the one thread ever kept everyone waiting.
     pub loop_busy_max_seconds: f64,
+    /// `chatd_db_write_max_seconds`: the longest one tick's history write
+    /// to `--db` took (0 without `--db`): the database's share of a stall.
+    pub db_write_max_seconds: f64,
 }
 
 /// The process's own figures, the `process_*` series every Prometheus
@@ -373,6 +376,12 @@ pub fn render(
         "The longest one event-loop iteration worked since the start.",
     );
     w.float("chatd_loop_busy_max_seconds", gauges.loop_busy_max_seconds);
+    w.family(
+        "chatd_db_write_max_seconds",
+        Kind::Gauge,
+        "The longest one tick's history write to the database took.",
+    );
+    w.float("chatd_db_write_max_seconds", gauges.db_write_max_seconds);
 
     w.family(
         "chatd_connections_accepted_total",
@@ -564,6 +573,7 @@ mod tests {
         rooms: 2,
         outbound_queued_bytes: 1_024,
         loop_busy_max_seconds: 0.25,
+        db_write_max_seconds: 0.0,
     };
 
     const SAMPLE_PROCESS: ProcessStats = ProcessStats {
@@ -595,6 +605,9 @@ chatd_outbound_queued_bytes 1024
 # HELP chatd_loop_busy_max_seconds The longest one event-loop iteration worked since the start.
 # TYPE chatd_loop_busy_max_seconds gauge
 chatd_loop_busy_max_seconds 0.25
+# HELP chatd_db_write_max_seconds The longest one tick's history write to the database took.
+# TYPE chatd_db_write_max_seconds gauge
+chatd_db_write_max_seconds 0
 # HELP chatd_connections_accepted_total Chat connections accept() returned, refused ones included.
 # TYPE chatd_connections_accepted_total counter
 chatd_connections_accepted_total 12

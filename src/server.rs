@@ -159,6 +159,8 @@ pub struct Server {
     refusing: usize,
     /// The longest one iteration worked (poll return to next poll).
     busy_max: Duration,
+    /// The longest one tick's history write to `--db` took.
+    db_write_max: Duration,
     signals: Option<Signals>,
     shutdown_requested: Arc<AtomicBool>,
     waker: Arc<Waker>,
@@ -310,6 +312,7 @@ impl Server {
             freed: 0,
             refusing: 0,
             busy_max: Duration::ZERO,
+            db_write_max: Duration::ZERO,
             signals,
             shutdown_requested: Arc::new(AtomicBool::new(false)),
             waker,
@@ -838,7 +841,9 @@ impl Server {
             }
         }
         self.settle(now);
+        let writing = Instant::now();
         self.chat.write_history();
+        self.db_write_max = self.db_write_max.max(writing.elapsed());
         self.return_memory();
     }
 
@@ -953,7 +958,7 @@ impl Server {
             return;
         };
         let (conns, chat, counters) = (&self.conns, &self.chat, &self.counters);
-        let busy_max = self.busy_max;
+        let (busy_max, db_write_max) = (self.busy_max, self.db_write_max);
         let render = |out: &mut Vec<u8>| {
             let mut counters = counters.clone();
             counters.deliveries = conns.deliveries();
@@ -964,6 +969,7 @@ impl Server {
                 rooms: chat.occupied_rooms() as u64,
                 outbound_queued_bytes: conns.queued_total() as u64,
                 loop_busy_max_seconds: busy_max.as_secs_f64(),
+                db_write_max_seconds: db_write_max.as_secs_f64(),
             };
             let process = ProcessStats::read_self().ok();
             metrics::render(&counters, &gauges, process.as_ref(), out);
