@@ -1041,7 +1041,11 @@ impl Server {
         let ids = self.conns.ids();
         info!("shutting down; {} connections", ids.len());
         for &id in &ids {
-            self.conns.line(id, protocol::SHUTTING_DOWN);
+            // A TLS connection still in its handshake is no user and cannot
+            // be written to: it is simply closed.
+            if self.conns.get(id).is_some_and(|c| c.user) {
+                self.conns.line(id, protocol::SHUTTING_DOWN);
+            }
         }
         let deadline = Instant::now() + SHUTDOWN_DRAIN;
         let mut events = Events::with_capacity(1024);
