@@ -10,12 +10,10 @@
 
 mod common;
 
-use chatd::{Config, Server, ShutdownHandle};
+use chatd::Config;
 use common::{Client, TestServer};
 use socket2::{Domain, Socket, Type};
-use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::thread::JoinHandle;
 
 /// The answer to [`probe`].
 const PROBE_REPLY: &str = "Unknown command: /probe (try /help)";
@@ -494,42 +492,15 @@ fn join_replays_the_rooms_history_but_not_what_comes_after() {
 
 // ---- Names: the `~2` suffix ----
 
-/// A server with several listeners (the harness forces one).
-struct MultiServer {
-    addrs: Vec<SocketAddr>,
-    handle: ShutdownHandle,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl MultiServer {
-    fn start(listeners: usize) -> MultiServer {
-        let config = Config {
-            listen: vec!["127.0.0.1:0".parse().unwrap(); listeners],
-            ..Config::ephemeral()
-        };
-        let server = Server::bind(config).expect("server binds");
-        let addrs = server.local_addrs().to_vec();
-        assert_eq!(addrs.len(), listeners);
-        let handle = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run());
-        MultiServer {
-            addrs,
-            handle,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for MultiServer {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(thread) = self.thread.take() {
-            let ran = thread.join();
-            if !std::thread::panicking() {
-                ran.expect("server thread").expect("server ran");
-            }
-        }
-    }
+/// A server with `listeners` listeners on 127.0.0.1 (the harness's
+/// `TestServer::start` forces one).
+fn multi_server(listeners: usize) -> TestServer {
+    let server = TestServer::start_as_configured(Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap(); listeners],
+        ..Config::ephemeral()
+    });
+    assert_eq!(server.addrs.len(), listeners);
+    server
 }
 
 /// Connects to `to` from the local address `from` (port 0 picks one),
@@ -547,7 +518,7 @@ fn connect_from(from: SocketAddr, to: SocketAddr) -> TcpStream {
 
 #[test]
 fn the_same_client_address_on_several_listeners_gets_distinct_names() {
-    let server = MultiServer::start(3);
+    let server = multi_server(3);
     let first = connect_from("127.0.0.1:0".parse().unwrap(), server.addrs[0]);
     let local = first.local_addr().unwrap();
     let mut x1 = Client::from_stream(first);

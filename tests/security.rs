@@ -21,18 +21,17 @@
 
 mod common;
 
+use chatd::Config;
 use chatd::iplimit::{Exempt, IpLimitConfig};
-use chatd::{Config, Server, ShutdownHandle};
+use common::calendar::{unix_now, utc_minute};
+use common::tempdir::TempDir;
 use common::{Client, RealServer, TestServer, wait_for};
 use socket2::{Domain, Socket, Type};
 use std::collections::HashSet;
-use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The operator password: the first line of the password file.
 const PASSWORD: &str = "correct horse battery";
@@ -50,37 +49,12 @@ const DISABLED: &str = "Operators are not enabled on this server";
 
 // ---- helpers ----
 
-/// A directory of its own under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
 impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "chatd-security-{}-{tag}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
     /// Writes the password file and returns its path.
     fn password_file(&self) -> PathBuf {
-        let path = self.file("oper-password");
+        let path = self.path("oper-password");
         std::fs::write(&path, PASSWORD_FILE).expect("password file");
         path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -170,35 +144,6 @@ fn is_presence(line: &str) -> bool {
         || line.ends_with(" have left")
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs() as i64
-}
-
-/// `YYYY-MM-DD HH:MM` (UTC) of a unix time, truncated to the minute;
-/// written here from the calendar, independently of the server's code.
-fn utc_minute(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60
-    )
-}
-
 /// Checks a `/bans` line `  ADDRESS until YYYY-MM-DD HH:MM UTC` for a ban
 /// of `minutes` made between the unix times `before` and `after`.
 fn expect_ban_line(client: &mut Client, address: &str, minutes: i64, before: i64, after: i64) {
@@ -219,39 +164,6 @@ fn utc_minute_matches_known_dates() {
     assert_eq!(utc_minute(951_782_400), "2000-02-29 00:00");
     assert_eq!(utc_minute(1_709_251_199), "2024-02-29 23:59");
     assert_eq!(utc_minute(1_735_689_599), "2024-12-31 23:59");
-}
-
-/// An in-process server listening exactly where its config says (the
-/// common `TestServer` forces 127.0.0.1:0), for the IPv6 tests.
-struct Running {
-    addrs: Vec<SocketAddr>,
-    handle: ShutdownHandle,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl Running {
-    fn start(config: Config) -> Running {
-        let server = Server::bind(config).expect("server binds");
-        let addrs = server.local_addrs().to_vec();
-        let handle = server.shutdown_handle();
-        let thread = Some(std::thread::spawn(move || server.run()));
-        Running {
-            addrs,
-            handle,
-            thread,
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(thread) = self.thread.take()
-            && !std::thread::panicking()
-        {
-            thread.join().expect("server thread").expect("server ran");
-        }
-    }
 }
 
 /// Whether this machine can listen on the IPv6 loopback; if not, says so
@@ -395,7 +307,7 @@ fn ipv6_connections_are_counted_per_64() {
     if !have_ipv6_loopback("ipv6_connections_are_counted_per_64") {
         return;
     }
-    let server = Running::start(Config {
+    let server = TestServer::start_as_configured(Config {
         listen: vec!["[::1]:0".parse().unwrap()],
         ..limited(1, 0)
     });
@@ -1036,7 +948,7 @@ fn ipv6_ban_covers_the_64_and_is_written_as_the_prefix() {
         return;
     }
     let dir = TempDir::new("ban6");
-    let server = Running::start(Config {
+    let server = TestServer::start_as_configured(Config {
         listen: vec!["[::1]:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()],
         ..oper_config(&dir, Exempt::none())
     });
@@ -1110,7 +1022,7 @@ fn ipv6_ban_covers_the_64_and_is_written_as_the_prefix() {
 fn bans_survive_a_restart_with_db() {
     let dir = TempDir::new("db");
     let config = Config {
-        db: Some(dir.file("chat.db")),
+        db: Some(dir.path("chat.db")),
         ..oper_config(&dir, Exempt::none())
     };
 
