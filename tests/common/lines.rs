@@ -6,9 +6,6 @@
 //! Reads wait for a line (never a fixed sleep) but give up after the
 //! stream's read timeout ([`READ_TIMEOUT`]), so a broken server fails a test
 //! instead of hanging it.
-//!
-//! `tests/common` declares this module and `tests/tls_support` includes the
-//! same file by path (the TLS-only tests do not build `common`).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::Duration;
@@ -19,7 +16,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// One user on a connection that carries lines.
 pub struct LineClient<S: Read + Write> {
     /// The stream, reads buffered; writes go to it directly.
-    pub(super) reader: BufReader<S>,
+    pub(crate) reader: BufReader<S>,
     /// The name the server gives (or is expected to give) this user: its
     /// address.
     pub name: String,

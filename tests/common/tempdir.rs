@@ -1,8 +1,5 @@
 //! A directory of its own for a test's files (databases, password files,
 //! certificates).
-//!
-//! `tests/common` declares this module and `tests/tls_support` includes the
-//! same file by path (the TLS-only tests do not build `common`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

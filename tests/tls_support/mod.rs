@@ -5,6 +5,10 @@
 //!
 //! Every wait is bounded by [`TIMEOUT`], so a broken stream fails a test
 //! instead of hanging it.
+//!
+//! The chat user [`TlsUser`] is the plain client's [`LineClient`] over TLS,
+//! and [`TempDir`] is the common one: a test that has `mod tls_support;`
+//! has `mod common;` beside it.
 
 #![allow(dead_code)]
 
@@ -29,16 +33,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-#[path = "../common/lines.rs"]
-pub mod lines;
-#[path = "../common/tempdir.rs"]
-pub mod tempdir;
-
-pub use lines::LineClient;
-pub use tempdir::TempDir;
+pub use crate::common::LineClient;
+pub use crate::common::tempdir::TempDir;
 
 /// The longest any expected event may take: the bound on a line.
-pub const TIMEOUT: Duration = lines::READ_TIMEOUT;
+pub const TIMEOUT: Duration = crate::common::READ_TIMEOUT;
 
 /// Connections the test server can hold without its table growing (so the
 /// table's own allocation is not counted per connection).
