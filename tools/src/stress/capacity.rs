@@ -177,16 +177,14 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
         idle_cpu < 0.01,
         format!("idle CPU {:.2}% < 1% of a core", idle_cpu * 100.0),
     );
-    checks.check(server.alive(), "server alive");
-    checks.check(server.panic_count() == 0, "no panic in the log");
+    checks.server_healthy(&mut server);
     for w in &mut workers {
         let _ = w.tell("quit");
     }
     for mut w in workers {
         let _ = w.child.wait();
     }
-    checks.check(server.stop(), "server exits 0 on SIGTERM");
-    checks.outcome()
+    checks.stop_server(server)
 }
 
 /// The child side: holds `count` connections, obeys its parent.

@@ -285,10 +285,8 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
                 .unwrap_or_default()
         ),
     );
-    checks.check(server.alive(), "server alive");
-    checks.check(server.panic_count() == 0, "no panic in the log");
-    checks.check(server.stop(), "server exits 0 on SIGTERM");
-    checks.outcome()
+    checks.server_healthy(&mut server);
+    checks.stop_server(server)
 }
 
 /// Whether `chatd` accepts `--max-outbound-total` (an older one exits 2 on
