@@ -96,18 +96,6 @@ fn say(speaker: &mut Client, text: &str, heard_by: &mut [&mut Client]) -> String
     line
 }
 
-/// `client` takes the name `new`: it and each of `heard_by` (the users of
-/// its room) read the notice.
-fn rename(client: &mut Client, new: &str, heard_by: &mut [&mut Client]) {
-    client.send(&format!("/nick {new}"));
-    let notice = format!("{} is now known as {new}", client.name);
-    client.expect(&notice);
-    for other in heard_by.iter_mut() {
-        other.expect(&notice);
-    }
-    client.name = new.to_string();
-}
-
 /// Sends `command` and reads `answer`, line by line.
 fn ask(client: &mut Client, command: &str, answer: &[&str]) {
     client.send(command);
@@ -313,11 +301,11 @@ fn renames_are_told_to_the_room_only_and_names_are_global() {
         unreachable!()
     };
     move_to(x, "rust", &mut [a, b]);
-    rename(x, "Xavier", &mut []);
+    x.rename("Xavier", &mut []);
     probe(a);
     a.send("/nick xavier");
     a.expect("Name xavier is taken");
-    rename(a, "Alice", &mut [b]);
+    a.rename("Alice", &mut [b]);
     probe(x);
 }
 
@@ -328,7 +316,7 @@ fn private_messages_cross_rooms() {
         unreachable!()
     };
     move_to(x, "far", &mut [a, b]);
-    rename(x, "Bob", &mut []);
+    x.rename("Bob", &mut []);
     a.send("/msg bOB  across  rooms");
     x.expect(&format!("[private] {}: across  rooms", a.name));
     a.expect("[to Bob] across  rooms");
@@ -467,7 +455,7 @@ fn no_history_in_a_new_room_and_only_chat_and_actions_are_kept() {
     a.send("/history 7");
     a.expect("No history in #quiet");
     // Notices, renames, private messages and replies are not history.
-    rename(a, "Ann", &mut []);
+    a.rename("Ann", &mut []);
     a.send(&format!("/msg {} psst", b.name));
     a.expect(&format!("[to {}] psst", b.name));
     b.expect("[private] Ann: psst");
@@ -565,11 +553,11 @@ fn the_same_client_address_on_several_listeners_gets_distinct_names() {
     );
     // The reported bug: a rename of one removed the other from the name
     // index, so /msg could no longer find it.
-    rename(x1, "first", &mut [x2, x3, other]);
+    x1.rename("first", &mut [x2, x3, other]);
     other.send(&format!("/msg {local}~2 still there?"));
     other.expect(&format!("[to {local}~2] still there?"));
     x2.expect(&format!("[private] {}: still there?", other.name));
-    rename(x2, "second", &mut [x1, x3, other]);
+    x2.rename("second", &mut [x1, x3, other]);
     other.send(&format!("/msg {local}~3 and you?"));
     other.expect(&format!("[to {local}~3] and you?"));
     x3.expect(&format!("[private] {}: and you?", other.name));

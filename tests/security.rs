@@ -690,8 +690,7 @@ fn kick_without_reason() {
     op.expect("No such user: Bob");
     op.send("/kick nobody at all");
     op.expect("No such user: nobody");
-    watcher.send("/nick bob");
-    watcher.expect(&format!("{} is now known as bob", watcher.name));
+    watcher.rename("bob", &mut []);
 }
 
 /// Two `/kick`s of one user in one packet: the second finds no one (the
@@ -733,8 +732,7 @@ fn kick_with_reason_in_another_room() {
     let mut op = join_from("127.0.0.2", server.addr);
     make_operator(&mut op);
     let mut carol = join_from("127.0.0.3", server.addr);
-    carol.send("/nick carol");
-    carol.expect(&format!("{} is now known as carol", carol.name));
+    carol.rename("carol", &mut []);
     carol.send("/join den");
     carol.expect("You are now in #den");
     let mut dave = join_from("127.0.0.4", server.addr);
@@ -1123,9 +1121,7 @@ fn wall_reaches_everyone_in_every_room() {
 
     // An operator stays one "for the rest of the connection": after a
     // rename and a move, and the announcement carries the current name.
-    op.send("/nick Admin");
-    op.expect(&format!("{oper} is now known as Admin"));
-    lobby.expect(&format!("{oper} is now known as Admin"));
+    op.rename("Admin", &mut [&mut lobby]);
     op.send("/join rust");
     op.expect("You are now in #rust");
     op.send("/wall second");
@@ -1144,10 +1140,7 @@ fn cyrillic_and_digit_look_alikes() {
     let server = TestServer::default_config();
     let mut owner = server.join();
     let mut poser = server.join_seen_by(&mut owner);
-    let renamed = format!("{} is now known as pace", owner.name);
-    owner.send("/nick pace");
-    owner.expect(&renamed);
-    poser.expect(&renamed);
+    owner.rename("pace", &mut [&mut poser]);
 
     // Cyrillic а (U+0430) among Latin letters.
     poser.send("/nick pаypal");
@@ -1173,10 +1166,7 @@ fn cyrillic_and_digit_look_alikes() {
     poser.send("/msg bob1 hi");
     poser.expect("No such user: bob1");
     // `pace` is free again, and so is an all-Cyrillic name of its own.
-    let poser_name = poser.name.clone();
-    poser.send("/nick расе");
-    poser.expect(&format!("{poser_name} is now known as расе"));
-    owner.expect(&format!("{poser_name} is now known as расе"));
+    poser.rename("расе", &mut [&mut owner]);
     // The other direction: with bob1 connected, bobl is taken.
     owner.send("/nick Москва");
     owner.expect("bobl is now known as Москва");
@@ -1198,10 +1188,7 @@ fn greek_look_alikes() {
     let server = TestServer::default_config();
     let mut owner = server.join();
     let mut poser = server.join_seen_by(&mut owner);
-    let renamed = format!("{} is now known as opa", owner.name);
-    owner.send("/nick opa");
-    owner.expect(&renamed);
-    poser.expect(&renamed);
+    owner.rename("opa", &mut [&mut poser]);
     // ο ρ α: Greek omicron, rho, alpha.
     poser.send("/nick ορα");
     poser.expect("Name ορα is taken");
@@ -1210,10 +1197,7 @@ fn greek_look_alikes() {
     poser.expect("Invalid name: pοst (1-32 letters, digits, _ - .)");
     poser.send("/nick opaο");
     poser.expect("Invalid name: opaο (1-32 letters, digits, _ - .)");
-    let poser_name = poser.name.clone();
-    poser.send("/nick Ελένη");
-    poser.expect(&format!("{poser_name} is now known as Ελένη"));
-    owner.expect(&format!("{poser_name} is now known as Ελένη"));
+    poser.rename("Ελένη", &mut [&mut owner]);
     // And Greek names are protected the same way: νονα (Greek) is there,
     // vova (Latin) is taken.
     poser.send("/nick νονα");
@@ -1230,10 +1214,7 @@ fn full_width_latin_look_alikes() {
     let server = TestServer::default_config();
     let mut owner = server.join();
     let mut poser = server.join_seen_by(&mut owner);
-    let renamed = format!("{} is now known as paypal", owner.name);
-    owner.send("/nick paypal");
-    owner.expect(&renamed);
-    poser.expect(&renamed);
+    owner.rename("paypal", &mut [&mut poser]);
     poser.send("/nick ｐａｙｐａｌ");
     poser.expect("Name ｐａｙｐａｌ is taken");
     poser.send("/nick ｐaypal");
@@ -1243,10 +1224,7 @@ fn full_width_latin_look_alikes() {
     poser.send("/nick ｐａｙｐаl");
     poser.expect("Invalid name: ｐａｙｐаl (1-32 letters, digits, _ - .)");
     // Full-width first, then the ASCII one is taken.
-    let poser_name = poser.name.clone();
-    poser.send("/nick Ａｌｉｃｅ");
-    poser.expect(&format!("{poser_name} is now known as Ａｌｉｃｅ"));
-    owner.expect(&format!("{poser_name} is now known as Ａｌｉｃｅ"));
+    poser.rename("Ａｌｉｃｅ", &mut [&mut owner]);
     owner.send("/nick alice");
     owner.expect("Name alice is taken");
 }
@@ -1258,10 +1236,7 @@ fn case_only_change_of_own_name_is_allowed() {
     let server = TestServer::default_config();
     let mut a = server.join();
     let mut b = server.join_seen_by(&mut a);
-    let renamed = format!("{} is now known as bob", a.name);
-    a.send("/nick bob");
-    a.expect(&renamed);
-    b.expect(&renamed);
+    a.rename("bob", &mut [&mut b]);
     a.send("/nick Bob");
     a.expect("bob is now known as Bob");
     b.expect("bob is now known as Bob");

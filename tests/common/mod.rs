@@ -150,6 +150,19 @@ impl LineClient<TcpStream> {
         rest
     }
 
+    /// Takes the name `new` (`/nick NEW`): this client, then each of
+    /// `heard_by` (the rest of its room), read `OLD is now known as NEW`
+    /// next; `name` follows the change.
+    pub fn rename(&mut self, new: &str, heard_by: &mut [&mut Client]) {
+        self.send(&format!("/nick {new}"));
+        let notice = format!("{} is now known as {new}", self.name);
+        self.expect(&notice);
+        for other in heard_by.iter_mut() {
+            other.expect(&notice);
+        }
+        self.name = new.to_string();
+    }
+
     /// Sends `who` and returns the listed names (with ` (you)` kept),
     /// skipping whatever comes before the reply.
     pub fn who(&mut self) -> Vec<String> {
