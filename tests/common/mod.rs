@@ -3,6 +3,11 @@
 //!
 //! Reads wait for a line (never a fixed sleep) but give up after
 //! [`READ_TIMEOUT`], so a broken server fails a test instead of hanging it.
+//!
+//! Beside them: [`lines`] (the line client, shared with the TLS user of
+//! `tests/tls_support`), [`proc`] (chatd as a process), [`http`] (the
+//! metrics page), [`calendar`] (UTC dates, an oracle independent of the
+//! server) and [`tempdir`].
 
 #![allow(dead_code)]
 
