@@ -23,6 +23,7 @@
 
 mod common;
 
+use chatd_tools::line_client::who_header;
 use common::proc::{mib, peak_rss_bytes, raise_nofile, rss_bytes};
 use common::{Client, READ_TIMEOUT, RealServer, connect_with_recv_buffer, wait_for};
 use std::collections::BTreeMap;
@@ -993,23 +994,11 @@ fn sighup_leaves_the_server_running() {
 // Point 4: `who` in a big room
 // ---------------------------------------------------------------------------
 
-/// The user count in a `who` header: v1 `N users online:`, v2 `N users
-/// in #ROOM:` (and `1 user …`).
-fn who_count(line: &str) -> Option<usize> {
-    let (count, rest) = line.split_once(' ')?;
-    let count = count.parse().ok()?;
-    let rest = rest
-        .strip_prefix("users ")
-        .or_else(|| rest.strip_prefix("user "))?;
-    let listed = rest == "online:" || (rest.starts_with("in #") && rest.ends_with(':'));
-    listed.then_some(count)
-}
-
 /// Sends `who` and returns the user count of the reply (reading it all).
 fn who(user: &mut LineStream) -> usize {
     user.send("who");
     let count = loop {
-        if let Some(count) = who_count(&user.line()) {
+        if let Some(count) = who_header(&user.line()) {
             break count;
         }
     };
@@ -1062,7 +1051,7 @@ fn who_replies_pay_for_their_length() {
         spammer.deadline = Some(deadline);
         while *replies < enough {
             match spammer.next_line() {
-                Ok(line) => *replies += usize::from(who_count(&line).is_some()),
+                Ok(line) => *replies += usize::from(who_header(&line).is_some()),
                 Err(End::Stopped) => return,
                 Err(end) => panic!("the spammer's stream ended: {end:?} after {replies} replies"),
             }

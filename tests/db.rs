@@ -14,13 +14,14 @@
 
 mod common;
 
+use common::calendar::{unix_now, utc_minute};
+use common::proc::{self, proc_word};
+use common::tempdir::TempDir;
 use common::{CHATD, Client, READ_TIMEOUT, RealServer, wait_for};
 use rusqlite::{Connection, OpenFlags};
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 /// The deliberate wait between a line's echo and a SIGKILL: the contract's
 /// 1 s, and a little.
@@ -32,40 +33,10 @@ const CHATD_APPLICATION_ID: i32 = 0x6368_6174;
 
 // ---- files and processes ----
 
-/// A directory of its own under the temp directory, removed (with whatever
-/// is in it: the database, its `-wal` and `-shm`) on drop.
-struct TempDir(PathBuf);
-
 impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("chatd-dbtest-{}-{n}-{tag}", std::process::id());
-        let path = std::env::temp_dir().join(name);
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        TempDir(path)
-    }
-
     /// The database file the test hands to `--db`.
     fn db(&self) -> PathBuf {
-        self.0.join("chat.db")
-    }
-
-    /// The names in the directory, sorted.
-    fn listing(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.path("chat.db")
     }
 }
 
@@ -99,38 +70,14 @@ fn kill(mut server: RealServer) {
 }
 
 /// Runs `chatd ARGS --listen 127.0.0.1:0` expecting it to exit at start;
-/// returns its status and everything it wrote to stderr. A server that is
-/// still running after [`READ_TIMEOUT`] (it accepted what it should have
-/// refused) is killed and fails the test.
+/// returns its status and everything it wrote to stderr (see
+/// [`proc::run_to_exit`]).
 fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
-    let mut child = Command::new(CHATD)
-        .args(args)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("chatd starts");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let end = Instant::now() + READ_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = reader.join().unwrap_or_default();
-            panic!("chatd {args:?} was still running after {READ_TIMEOUT:?}; log:\n{log}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, reader.join().expect("stderr reader"))
+    proc::run_to_exit(
+        Command::new(CHATD)
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"]),
+    )
 }
 
 // ---- chat and history blocks ----
@@ -229,37 +176,13 @@ fn texts(lines: &[String]) -> Vec<&str> {
 }
 
 /// `[HH:MM] ` of a unix time, UTC.
-fn hhmm(unix: u64) -> String {
+fn hhmm(unix: i64) -> String {
     format!("[{:02}:{:02}] ", unix / 3600 % 24, unix / 60 % 60)
 }
 
-/// Now, in unix seconds.
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
-/// `[YYYY-MM-DD HH:MM] ` of a unix time, UTC (days to civil date after
-/// Howard Hinnant's `civil_from_days`).
+/// `[YYYY-MM-DD HH:MM] ` of a unix time, UTC.
 fn dated(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "[{year:04}-{month:02}-{day:02} {:02}:{:02}] ",
-        secs / 3600,
-        secs / 60 % 60
-    )
+    format!("[{}] ", utc_minute(unix))
 }
 
 // ---- 1. restart with the same --db ----
@@ -423,7 +346,7 @@ fn assert_refused_untouched_wal(dir: &TempDir, what: &str, wal_mode: bool) -> St
         // SQLite's read-only look at a WAL database leaves an index and an
         // empty log behind; an empty log adds nothing to the database.
         for name in &appeared {
-            let len = std::fs::metadata(dir.0.join(name)).unwrap().len();
+            let len = std::fs::metadata(dir.path(name)).unwrap().len();
             let harmless = name == "chat.db-shm" || (name == "chat.db-wal" && len == 0);
             assert!(harmless, "{what}: {name} ({len} bytes) appeared next to it");
         }
@@ -605,16 +528,7 @@ fn prlimit(args: &[&str]) {
 
 /// The soft `Max file size` of process `pid`, as /proc writes it.
 fn soft_fsize(pid: u32) -> String {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max file size"))
-        .expect("a Max file size line");
-    line["Max file size".len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
+    proc_word(pid, "limits", "Max file size")
 }
 
 /// The file-size limit chatd runs under: room for the new database's first
@@ -871,7 +785,7 @@ fn history_times_are_utc_hh_mm_within_a_day_and_dated_before() {
     // stopped. (This writes schema version 1's `history` table directly.)
     let server = chatd(&db, &[]);
     stop(server);
-    let old = unix_now() as i64 - 3 * 86_400 - 1234;
+    let old = unix_now() - 3 * 86_400 - 1234;
     {
         let conn = Connection::open(&db).unwrap();
         let version: i32 = conn

@@ -6,6 +6,7 @@
 mod common;
 
 use chatd::Config;
+use common::http::{http, metrics_page, series_value};
 use common::{RealServer, TestServer, wait_for};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,34 +21,11 @@ fn server() -> TestServer {
     })
 }
 
-/// Sends `request` and reads the whole answer (the server closes).
-fn http(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(common::READ_TIMEOUT)).unwrap();
-    stream.write_all(request).unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 /// `GET /metrics`, split into head and body; the status must be 200.
 fn scrape(addr: SocketAddr) -> (String, String) {
-    let answer = http(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let (head, body) = metrics_page(addr);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    (head.to_string(), body.to_string())
-}
-
-/// The value of the series `name` (with its labels, e.g.
-/// `chatd_disconnects_total{reason="quit"}`).
-fn value(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            (series == name).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or_else(|| panic!("no series {name} in\n{body}"))
+    (head, body)
 }
 
 #[test]
@@ -59,16 +37,16 @@ fn figures_match_a_known_scenario() {
         head.contains("Content-Type: text/plain; version=0.0.4"),
         "{head}"
     );
-    assert_eq!(value(&body, "chatd_connections"), 0.0);
+    assert_eq!(series_value(&body, "chatd_connections"), 0.0);
     for reason in ["full", "ip_limit", "banned"] {
         let series = format!("chatd_connections_refused_total{{reason=\"{reason}\"}}");
-        assert_eq!(value(&body, &series), 0.0, "{series} present at 0");
+        assert_eq!(series_value(&body, &series), 0.0, "{series} present at 0");
     }
     for reason in [
         "closed", "quit", "idle", "too_slow", "kicked", "error", "shutdown",
     ] {
         let series = format!("chatd_disconnects_total{{reason=\"{reason}\"}}");
-        assert_eq!(value(&body, &series), 0.0, "{series} present at 0");
+        assert_eq!(series_value(&body, &series), 0.0, "{series} present at 0");
     }
 
     // Three users, two chat lines.
@@ -87,16 +65,16 @@ fn figures_match_a_known_scenario() {
         client.skip_until(&format!("{b_name}: two"));
     }
     let (_, body) = scrape(addr);
-    assert_eq!(value(&body, "chatd_connections"), 3.0);
-    assert_eq!(value(&body, "chatd_rooms"), 1.0);
-    assert!(value(&body, "chatd_connections_accepted_total") >= 3.0);
-    assert!(value(&body, "chatd_lines_received_total") >= 2.0);
-    assert!(value(&body, "chatd_deliveries_total") >= 6.0);
-    assert!(value(&body, "chatd_history_lines_total") >= 2.0);
-    assert!(value(&body, "chatd_bytes_received_total") >= 8.0);
-    assert!(value(&body, "chatd_bytes_sent_total") > 0.0);
-    assert!(value(&body, "process_resident_memory_bytes") > 0.0);
-    assert!(value(&body, "process_open_fds") > 0.0);
+    assert_eq!(series_value(&body, "chatd_connections"), 3.0);
+    assert_eq!(series_value(&body, "chatd_rooms"), 1.0);
+    assert!(series_value(&body, "chatd_connections_accepted_total") >= 3.0);
+    assert!(series_value(&body, "chatd_lines_received_total") >= 2.0);
+    assert!(series_value(&body, "chatd_deliveries_total") >= 6.0);
+    assert!(series_value(&body, "chatd_history_lines_total") >= 2.0);
+    assert!(series_value(&body, "chatd_bytes_received_total") >= 8.0);
+    assert!(series_value(&body, "chatd_bytes_sent_total") > 0.0);
+    assert!(series_value(&body, "process_resident_memory_bytes") > 0.0);
+    assert!(series_value(&body, "process_open_fds") > 0.0);
 
     // A quit and a close are counted by reason.
     c.send("/quit");
@@ -104,9 +82,9 @@ fn figures_match_a_known_scenario() {
     let c_name = c.name.clone();
     a.skip_until(&format!("{c_name} has left"));
     let (_, body) = scrape(addr);
-    assert_eq!(value(&body, "chatd_connections"), 2.0);
+    assert_eq!(series_value(&body, "chatd_connections"), 2.0);
     assert_eq!(
-        value(&body, r#"chatd_disconnects_total{reason="quit"}"#),
+        series_value(&body, r#"chatd_disconnects_total{reason="quit"}"#),
         1.0
     );
 }

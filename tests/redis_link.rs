@@ -10,6 +10,8 @@
 //! thread, as the server's loop does. Without `redis-server` the tests
 //! print a loud `DID NOT RUN` and pass, except under `CI`, where they fail.
 
+mod common;
+
 use chatd::cluster::tuning::{KEEPALIVE, OUTPUT_LIMIT, REPLY_TIMEOUT, RETRY_MAX};
 use chatd::cluster::{ClusterUrl, Link, LinkDown, LinkEvent, OwnedFrame};
 use mio::{Events, Poll, Token};
@@ -417,19 +419,7 @@ fn thread_cpu() -> Duration {
 
 /// This process's resident memory, from /proc.
 fn rss_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<usize>()
-                .ok()
-        })
-        .expect("VmRSS")
-        * 1024
+    common::proc::rss_bytes(std::process::id()) as usize
 }
 
 #[test]

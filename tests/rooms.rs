@@ -10,12 +10,10 @@
 
 mod common;
 
-use chatd::{Config, Server, ShutdownHandle};
+use chatd::Config;
 use common::{Client, TestServer};
 use socket2::{Domain, Socket, Type};
-use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::thread::JoinHandle;
 
 /// The answer to [`probe`].
 const PROBE_REPLY: &str = "Unknown command: /probe (try /help)";
@@ -64,6 +62,45 @@ fn move_to(mover: &mut Client, room: &str, heard_by: &mut [&mut Client]) {
     let line = format!("{} has left for #{room}", mover.name);
     for client in heard_by.iter_mut() {
         client.expect(&line);
+    }
+}
+
+/// Moves `first`, then `second`, to `room` (a room with no history): the
+/// users of their old room, `left_behind`, read both departures, and
+/// `first` reads `second` arrive.
+fn move_pair_to(
+    first: &mut Client,
+    second: &mut Client,
+    room: &str,
+    left_behind: &mut [&mut Client],
+) {
+    let mut heard_by: Vec<&mut Client> = left_behind.iter_mut().map(|c| &mut **c).collect();
+    heard_by.push(&mut *second);
+    move_to(first, room, &mut heard_by);
+    move_to(second, room, left_behind);
+    first.expect(&format!("{} has arrived", second.name));
+}
+
+/// `speaker` says `text` (a chat line, or `/me ACTION`): it and each of
+/// `heard_by` read the line as broadcast, which is returned.
+fn say(speaker: &mut Client, text: &str, heard_by: &mut [&mut Client]) -> String {
+    speaker.send(text);
+    let line = match text.strip_prefix("/me ") {
+        Some(action) => format!("* {} {action}", speaker.name),
+        None => format!("{}: {text}", speaker.name),
+    };
+    speaker.expect(&line);
+    for client in heard_by.iter_mut() {
+        client.expect(&line);
+    }
+    line
+}
+
+/// Sends `command` and reads `answer`, line by line.
+fn ask(client: &mut Client, command: &str, answer: &[&str]) {
+    client.send(command);
+    for line in answer {
+        client.expect(line);
     }
 }
 
@@ -123,8 +160,7 @@ fn connect_replays_the_last_history_lines_or_none() {
     let server = TestServer::start(config);
     let mut a = server.join();
     for word in ["one", "two"] {
-        a.send(word);
-        a.expect(&format!("{}: {word}", a.name));
+        say(&mut a, word, &mut []);
     }
     let mut b = server.join();
     expect_history(&mut b, &[format!("{}: two", a.name)]);
@@ -136,13 +172,12 @@ fn connect_replays_the_last_history_lines_or_none() {
     };
     let server = TestServer::start(config);
     let mut a = server.join();
-    a.send("unseen");
-    a.expect(&format!("{}: unseen", a.name));
+    let unseen = say(&mut a, "unseen", &mut []);
     let mut b = server.join();
     probe(&mut b);
     // `/history` still answers, whatever --history is.
     b.send("/history");
-    expect_history(&mut b, &[format!("{}: unseen", a.name)]);
+    expect_history(&mut b, &[unseen]);
 }
 
 #[test]
@@ -222,9 +257,7 @@ fn departures_and_arrivals_across_rooms() {
     let [a, b, x, y] = &mut c[..] else {
         unreachable!()
     };
-    move_to(x, "rust", &mut [a, b, y]);
-    move_to(y, "rust", &mut [a, b]);
-    x.expect(&format!("{} has arrived", y.name));
+    move_pair_to(x, y, "rust", &mut [a, b]);
     // b moves: the lobby hears where it went, #rust hears it arrive.
     b.send("/join #RUST");
     b.expect("You are now in #rust");
@@ -240,9 +273,7 @@ fn departures_and_arrivals_across_rooms() {
     y.expect(&format!("{name} has left (off)"));
     probe(a);
     // Back to the lobby.
-    x.send("/join lobby");
-    x.expect("You are now in #lobby");
-    y.expect(&format!("{} has left for #lobby", x.name));
+    move_to(x, "lobby", &mut [y]);
     a.expect(&format!("{} has arrived", x.name));
     probe(x);
     probe(y);
@@ -254,22 +285,11 @@ fn chat_and_actions_stay_in_their_room() {
     let [a, b, x, y] = &mut c[..] else {
         unreachable!()
     };
-    move_to(x, "rust", &mut [a, b, y]);
-    move_to(y, "rust", &mut [a, b]);
-    x.expect(&format!("{} has arrived", y.name));
-    x.send("hello rust");
-    let line = format!("{}: hello rust", x.name);
-    x.expect(&line);
-    y.expect(&line);
-    y.send("/me waves");
-    let line = format!("* {} waves", y.name);
-    y.expect(&line);
-    x.expect(&line);
+    move_pair_to(x, y, "rust", &mut [a, b]);
+    say(x, "hello rust", &mut [y]);
+    say(y, "/me waves", &mut [x]);
     probe(a);
-    a.send("hello lobby");
-    let line = format!("{}: hello lobby", a.name);
-    a.expect(&line);
-    b.expect(&line);
+    say(a, "hello lobby", &mut [b]);
     probe(x);
     probe(y);
 }
@@ -281,16 +301,11 @@ fn renames_are_told_to_the_room_only_and_names_are_global() {
         unreachable!()
     };
     move_to(x, "rust", &mut [a, b]);
-    let old = x.name.clone();
-    x.send("/nick Xavier");
-    x.expect(&format!("{old} is now known as Xavier"));
+    x.rename("Xavier", &mut []);
     probe(a);
     a.send("/nick xavier");
     a.expect("Name xavier is taken");
-    let old = a.name.clone();
-    a.send("/nick Alice");
-    a.expect(&format!("{old} is now known as Alice"));
-    b.expect(&format!("{old} is now known as Alice"));
+    a.rename("Alice", &mut [b]);
     probe(x);
 }
 
@@ -301,9 +316,7 @@ fn private_messages_cross_rooms() {
         unreachable!()
     };
     move_to(x, "far", &mut [a, b]);
-    let old = x.name.clone();
-    x.send("/nick Bob");
-    x.expect(&format!("{old} is now known as Bob"));
+    x.rename("Bob", &mut []);
     a.send("/msg bOB  across  rooms");
     x.expect(&format!("[private] {}: across  rooms", a.name));
     a.expect("[to Bob] across  rooms");
@@ -327,55 +340,55 @@ fn rooms_most_users_first_then_by_name() {
         let [a, b, d, e, f, g] = &mut c[..] else {
             unreachable!()
         };
-        move_to(a, "b", &mut [b, d, e, f, g]);
-        move_to(b, "b", &mut [d, e, f, g]);
-        a.expect(&format!("{} has arrived", b.name));
-        move_to(d, "a", &mut [e, f, g]);
-        move_to(e, "a", &mut [f, g]);
-        d.expect(&format!("{} has arrived", e.name));
+        move_pair_to(a, b, "b", &mut [d, e, f, g]);
+        move_pair_to(d, e, "a", &mut [f, g]);
         move_to(f, "c", &mut [g]);
     }
-    c[4].send("/rooms");
-    for line in [
-        "4 rooms:",
-        "  #a (2 users)",
-        "  #b (2 users)",
-        "  #c (1 user) (you are here)",
-        "  #lobby (1 user)",
-    ] {
-        c[4].expect(line);
-    }
-    c[5].send("/ROOMS");
-    for line in [
-        "4 rooms:",
-        "  #a (2 users)",
-        "  #b (2 users)",
-        "  #c (1 user)",
-        "  #lobby (1 user) (you are here)",
-    ] {
-        c[5].expect(line);
-    }
+    ask(
+        &mut c[4],
+        "/rooms",
+        &[
+            "4 rooms:",
+            "  #a (2 users)",
+            "  #b (2 users)",
+            "  #c (1 user) (you are here)",
+            "  #lobby (1 user)",
+        ],
+    );
+    ask(
+        &mut c[5],
+        "/ROOMS",
+        &[
+            "4 rooms:",
+            "  #a (2 users)",
+            "  #b (2 users)",
+            "  #c (1 user)",
+            "  #lobby (1 user) (you are here)",
+        ],
+    );
     // The emptied lobby is not listed; #c went away with its last user.
     join(&mut c[5], "b");
-    c[4].send("/join a");
-    c[4].expect("You are now in #a");
-    c[4].send("/rooms");
-    for line in [
-        "2 rooms:",
-        "  #a (3 users) (you are here)",
-        "  #b (3 users)",
-    ] {
-        c[4].expect(line);
-    }
+    join(&mut c[4], "a");
+    ask(
+        &mut c[4],
+        "/rooms",
+        &[
+            "2 rooms:",
+            "  #a (3 users) (you are here)",
+            "  #b (3 users)",
+        ],
+    );
 }
 
 #[test]
 fn one_room_one_user_is_singular() {
     let server = TestServer::default_config();
     let mut a = server.join();
-    a.send("/rooms");
-    a.expect("1 room:");
-    a.expect("  #lobby (1 user) (you are here)");
+    ask(
+        &mut a,
+        "/rooms",
+        &["1 room:", "  #lobby (1 user) (you are here)"],
+    );
     probe(&mut a);
 }
 
@@ -391,14 +404,15 @@ fn who_lists_the_room_in_entry_order() {
     join(b, "lobby");
     a.expect(&format!("{} has arrived", b.name));
     y.expect(&format!("{} has arrived", b.name));
-    y.send("who");
-    y.expect("3 users in #lobby:");
-    y.expect(&format!("  {}", a.name));
-    y.expect(&format!("  {} (you)", y.name));
-    y.expect(&format!("  {}", b.name));
-    x.send("/who");
-    x.expect("1 user in #rust:");
-    x.expect(&format!("  {} (you)", x.name));
+    let answer = [
+        "3 users in #lobby:",
+        &format!("  {}", a.name),
+        &format!("  {} (you)", y.name),
+        &format!("  {}", b.name),
+    ];
+    ask(y, "who", &answer);
+    let answer = ["1 user in #rust:", &format!("  {} (you)", x.name)];
+    ask(x, "/who", &answer);
 }
 
 // ---- /history ----
@@ -441,15 +455,11 @@ fn no_history_in_a_new_room_and_only_chat_and_actions_are_kept() {
     a.send("/history 7");
     a.expect("No history in #quiet");
     // Notices, renames, private messages and replies are not history.
-    let old = a.name.clone();
-    a.send("/nick Ann");
-    a.expect(&format!("{old} is now known as Ann"));
+    a.rename("Ann", &mut []);
     a.send(&format!("/msg {} psst", b.name));
     a.expect(&format!("[to {}] psst", b.name));
     b.expect("[private] Ann: psst");
-    a.send("/who");
-    a.expect("1 user in #quiet:");
-    a.expect("  Ann (you)");
+    ask(a, "/who", &["1 user in #quiet:", "  Ann (you)"]);
     a.send("/history");
     a.expect("No history in #quiet");
     a.send("kept");
@@ -468,68 +478,35 @@ fn join_replays_the_rooms_history_but_not_what_comes_after() {
     let (_server, mut c) = lobby(Config::ephemeral(), 2);
     let [a, b] = &mut c[..] else { unreachable!() };
     move_to(a, "rust", &mut [b]);
-    a.send("before");
-    let before = format!("{}: before", a.name);
-    a.expect(&before);
-    b.send("/join rust");
-    b.expect("You are now in #rust");
+    let before = say(a, "before", &mut []);
+    join(b, "rust");
     expect_history(b, std::slice::from_ref(&before));
     a.expect(&format!("{} has arrived", b.name));
-    a.send("after");
-    let after = format!("{}: after", a.name);
-    a.expect(&after);
-    b.expect(&after);
+    let after = say(a, "after", &mut [b]);
     // An emptied room goes away, its history stays.
     move_to(a, "lobby", &mut [b]);
-    b.send("/join lobby");
-    b.expect("You are now in #lobby");
+    join(b, "lobby");
     a.expect(&format!("{} has arrived", b.name));
-    b.send("/rooms");
-    b.expect("1 room:");
-    b.expect("  #lobby (2 users) (you are here)");
-    b.send("/join rust");
-    b.expect("You are now in #rust");
+    ask(
+        b,
+        "/rooms",
+        &["1 room:", "  #lobby (2 users) (you are here)"],
+    );
+    join(b, "rust");
     expect_history(b, &[before, after]);
 }
 
 // ---- Names: the `~2` suffix ----
 
-/// A server with several listeners (the harness forces one).
-struct MultiServer {
-    addrs: Vec<SocketAddr>,
-    handle: ShutdownHandle,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl MultiServer {
-    fn start(listeners: usize) -> MultiServer {
-        let config = Config {
-            listen: vec!["127.0.0.1:0".parse().unwrap(); listeners],
-            ..Config::ephemeral()
-        };
-        let server = Server::bind(config).expect("server binds");
-        let addrs = server.local_addrs().to_vec();
-        assert_eq!(addrs.len(), listeners);
-        let handle = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run());
-        MultiServer {
-            addrs,
-            handle,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for MultiServer {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(thread) = self.thread.take() {
-            let ran = thread.join();
-            if !std::thread::panicking() {
-                ran.expect("server thread").expect("server ran");
-            }
-        }
-    }
+/// A server with `listeners` listeners on 127.0.0.1 (the harness's
+/// `TestServer::start` forces one).
+fn multi_server(listeners: usize) -> TestServer {
+    let server = TestServer::start_as_configured(Config {
+        listen: vec!["127.0.0.1:0".parse().unwrap(); listeners],
+        ..Config::ephemeral()
+    });
+    assert_eq!(server.addrs.len(), listeners);
+    server
 }
 
 /// Connects to `to` from the local address `from` (port 0 picks one),
@@ -547,7 +524,7 @@ fn connect_from(from: SocketAddr, to: SocketAddr) -> TcpStream {
 
 #[test]
 fn the_same_client_address_on_several_listeners_gets_distinct_names() {
-    let server = MultiServer::start(3);
+    let server = multi_server(3);
     let first = connect_from("127.0.0.1:0".parse().unwrap(), server.addrs[0]);
     let local = first.local_addr().unwrap();
     let mut x1 = Client::from_stream(first);
@@ -576,19 +553,11 @@ fn the_same_client_address_on_several_listeners_gets_distinct_names() {
     );
     // The reported bug: a rename of one removed the other from the name
     // index, so /msg could no longer find it.
-    x1.send("/nick first");
-    let renamed = format!("{local} is now known as first");
-    for client in [&mut *x1, &mut *x2, &mut *x3, &mut *other] {
-        client.expect(&renamed);
-    }
+    x1.rename("first", &mut [x2, x3, other]);
     other.send(&format!("/msg {local}~2 still there?"));
     other.expect(&format!("[to {local}~2] still there?"));
     x2.expect(&format!("[private] {}: still there?", other.name));
-    x2.send("/nick second");
-    let renamed = format!("{local}~2 is now known as second");
-    for client in [&mut *x1, &mut *x2, &mut *x3, &mut *other] {
-        client.expect(&renamed);
-    }
+    x2.rename("second", &mut [x1, x3, other]);
     other.send(&format!("/msg {local}~3 and you?"));
     other.expect(&format!("[to {local}~3] and you?"));
     x3.expect(&format!("[private] {}: and you?", other.name));
@@ -613,15 +582,10 @@ fn line_too_long_in_a_room_keeps_the_user_there() {
     let [a, b, x] = &mut c[..] else {
         unreachable!()
     };
-    move_to(a, "r", &mut [b, x]);
-    move_to(b, "r", &mut [x]);
-    a.expect(&format!("{} has arrived", b.name));
+    move_pair_to(a, b, "r", &mut [x]);
     a.send(&"x".repeat(150));
     a.expect("Line too long (max 100 bytes), discarded");
-    a.send("still in #r");
-    let line = format!("{}: still in #r", a.name);
-    a.expect(&line);
-    b.expect(&line);
+    say(a, "still in #r", &mut [b]);
     probe(x);
     a.send("/who");
     a.expect("2 users in #r:");

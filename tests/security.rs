@@ -21,18 +21,17 @@
 
 mod common;
 
+use chatd::Config;
 use chatd::iplimit::{Exempt, IpLimitConfig};
-use chatd::{Config, Server, ShutdownHandle};
+use common::calendar::{unix_now, utc_minute};
+use common::tempdir::TempDir;
 use common::{Client, RealServer, TestServer, wait_for};
 use socket2::{Domain, Socket, Type};
 use std::collections::HashSet;
-use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The operator password: the first line of the password file.
 const PASSWORD: &str = "correct horse battery";
@@ -50,37 +49,12 @@ const DISABLED: &str = "Operators are not enabled on this server";
 
 // ---- helpers ----
 
-/// A directory of its own under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
 impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "chatd-security-{}-{tag}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
     /// Writes the password file and returns its path.
     fn password_file(&self) -> PathBuf {
-        let path = self.file("oper-password");
+        let path = self.path("oper-password");
         std::fs::write(&path, PASSWORD_FILE).expect("password file");
         path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -170,35 +144,6 @@ fn is_presence(line: &str) -> bool {
         || line.ends_with(" have left")
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs() as i64
-}
-
-/// `YYYY-MM-DD HH:MM` (UTC) of a unix time, truncated to the minute;
-/// written here from the calendar, independently of the server's code.
-fn utc_minute(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60
-    )
-}
-
 /// Checks a `/bans` line `  ADDRESS until YYYY-MM-DD HH:MM UTC` for a ban
 /// of `minutes` made between the unix times `before` and `after`.
 fn expect_ban_line(client: &mut Client, address: &str, minutes: i64, before: i64, after: i64) {
@@ -219,39 +164,6 @@ fn utc_minute_matches_known_dates() {
     assert_eq!(utc_minute(951_782_400), "2000-02-29 00:00");
     assert_eq!(utc_minute(1_709_251_199), "2024-02-29 23:59");
     assert_eq!(utc_minute(1_735_689_599), "2024-12-31 23:59");
-}
-
-/// An in-process server listening exactly where its config says (the
-/// common `TestServer` forces 127.0.0.1:0), for the IPv6 tests.
-struct Running {
-    addrs: Vec<SocketAddr>,
-    handle: ShutdownHandle,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl Running {
-    fn start(config: Config) -> Running {
-        let server = Server::bind(config).expect("server binds");
-        let addrs = server.local_addrs().to_vec();
-        let handle = server.shutdown_handle();
-        let thread = Some(std::thread::spawn(move || server.run()));
-        Running {
-            addrs,
-            handle,
-            thread,
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        if let Some(thread) = self.thread.take()
-            && !std::thread::panicking()
-        {
-            thread.join().expect("server thread").expect("server ran");
-        }
-    }
 }
 
 /// Whether this machine can listen on the IPv6 loopback; if not, says so
@@ -395,7 +307,7 @@ fn ipv6_connections_are_counted_per_64() {
     if !have_ipv6_loopback("ipv6_connections_are_counted_per_64") {
         return;
     }
-    let server = Running::start(Config {
+    let server = TestServer::start_as_configured(Config {
         listen: vec!["[::1]:0".parse().unwrap()],
         ..limited(1, 0)
     });
@@ -778,8 +690,7 @@ fn kick_without_reason() {
     op.expect("No such user: Bob");
     op.send("/kick nobody at all");
     op.expect("No such user: nobody");
-    watcher.send("/nick bob");
-    watcher.expect(&format!("{} is now known as bob", watcher.name));
+    watcher.rename("bob", &mut []);
 }
 
 /// Two `/kick`s of one user in one packet: the second finds no one (the
@@ -821,8 +732,7 @@ fn kick_with_reason_in_another_room() {
     let mut op = join_from("127.0.0.2", server.addr);
     make_operator(&mut op);
     let mut carol = join_from("127.0.0.3", server.addr);
-    carol.send("/nick carol");
-    carol.expect(&format!("{} is now known as carol", carol.name));
+    carol.rename("carol", &mut []);
     carol.send("/join den");
     carol.expect("You are now in #den");
     let mut dave = join_from("127.0.0.4", server.addr);
@@ -1036,7 +946,7 @@ fn ipv6_ban_covers_the_64_and_is_written_as_the_prefix() {
         return;
     }
     let dir = TempDir::new("ban6");
-    let server = Running::start(Config {
+    let server = TestServer::start_as_configured(Config {
         listen: vec!["[::1]:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()],
         ..oper_config(&dir, Exempt::none())
     });
@@ -1110,7 +1020,7 @@ fn ipv6_ban_covers_the_64_and_is_written_as_the_prefix() {
 fn bans_survive_a_restart_with_db() {
     let dir = TempDir::new("db");
     let config = Config {
-        db: Some(dir.file("chat.db")),
+        db: Some(dir.path("chat.db")),
         ..oper_config(&dir, Exempt::none())
     };
 
@@ -1211,9 +1121,7 @@ fn wall_reaches_everyone_in_every_room() {
 
     // An operator stays one "for the rest of the connection": after a
     // rename and a move, and the announcement carries the current name.
-    op.send("/nick Admin");
-    op.expect(&format!("{oper} is now known as Admin"));
-    lobby.expect(&format!("{oper} is now known as Admin"));
+    op.rename("Admin", &mut [&mut lobby]);
     op.send("/join rust");
     op.expect("You are now in #rust");
     op.send("/wall second");
@@ -1232,10 +1140,7 @@ fn cyrillic_and_digit_look_alikes() {
     let server = TestServer::default_config();
     let mut owner = server.join();
     let mut poser = server.join_seen_by(&mut owner);
-    let renamed = format!("{} is now known as pace", owner.name);
-    owner.send("/nick pace");
-    owner.expect(&renamed);
-    poser.expect(&renamed);
+    owner.rename("pace", &mut [&mut poser]);
 
     // Cyrillic а (U+0430) among Latin letters.
     poser.send("/nick pаypal");
@@ -1261,10 +1166,7 @@ fn cyrillic_and_digit_look_alikes() {
     poser.send("/msg bob1 hi");
     poser.expect("No such user: bob1");
     // `pace` is free again, and so is an all-Cyrillic name of its own.
-    let poser_name = poser.name.clone();
-    poser.send("/nick расе");
-    poser.expect(&format!("{poser_name} is now known as расе"));
-    owner.expect(&format!("{poser_name} is now known as расе"));
+    poser.rename("расе", &mut [&mut owner]);
     // The other direction: with bob1 connected, bobl is taken.
     owner.send("/nick Москва");
     owner.expect("bobl is now known as Москва");
@@ -1286,10 +1188,7 @@ fn greek_look_alikes() {
     let server = TestServer::default_config();
     let mut owner = server.join();
     let mut poser = server.join_seen_by(&mut owner);
-    let renamed = format!("{} is now known as opa", owner.name);
-    owner.send("/nick opa");
-    owner.expect(&renamed);
-    poser.expect(&renamed);
+    owner.rename("opa", &mut [&mut poser]);
     // ο ρ α: Greek omicron, rho, alpha.
     poser.send("/nick ορα");
     poser.expect("Name ορα is taken");
@@ -1298,10 +1197,7 @@ fn greek_look_alikes() {
     poser.expect("Invalid name: pοst (1-32 letters, digits, _ - .)");
     poser.send("/nick opaο");
     poser.expect("Invalid name: opaο (1-32 letters, digits, _ - .)");
-    let poser_name = poser.name.clone();
-    poser.send("/nick Ελένη");
-    poser.expect(&format!("{poser_name} is now known as Ελένη"));
-    owner.expect(&format!("{poser_name} is now known as Ελένη"));
+    poser.rename("Ελένη", &mut [&mut owner]);
     // And Greek names are protected the same way: νονα (Greek) is there,
     // vova (Latin) is taken.
     poser.send("/nick νονα");
@@ -1318,10 +1214,7 @@ fn full_width_latin_look_alikes() {
     let server = TestServer::default_config();
     let mut owner = server.join();
     let mut poser = server.join_seen_by(&mut owner);
-    let renamed = format!("{} is now known as paypal", owner.name);
-    owner.send("/nick paypal");
-    owner.expect(&renamed);
-    poser.expect(&renamed);
+    owner.rename("paypal", &mut [&mut poser]);
     poser.send("/nick ｐａｙｐａｌ");
     poser.expect("Name ｐａｙｐａｌ is taken");
     poser.send("/nick ｐaypal");
@@ -1331,10 +1224,7 @@ fn full_width_latin_look_alikes() {
     poser.send("/nick ｐａｙｐаl");
     poser.expect("Invalid name: ｐａｙｐаl (1-32 letters, digits, _ - .)");
     // Full-width first, then the ASCII one is taken.
-    let poser_name = poser.name.clone();
-    poser.send("/nick Ａｌｉｃｅ");
-    poser.expect(&format!("{poser_name} is now known as Ａｌｉｃｅ"));
-    owner.expect(&format!("{poser_name} is now known as Ａｌｉｃｅ"));
+    poser.rename("Ａｌｉｃｅ", &mut [&mut owner]);
     owner.send("/nick alice");
     owner.expect("Name alice is taken");
 }
@@ -1346,10 +1236,7 @@ fn case_only_change_of_own_name_is_allowed() {
     let server = TestServer::default_config();
     let mut a = server.join();
     let mut b = server.join_seen_by(&mut a);
-    let renamed = format!("{} is now known as bob", a.name);
-    a.send("/nick bob");
-    a.expect(&renamed);
-    b.expect(&renamed);
+    a.rename("bob", &mut [&mut b]);
     a.send("/nick Bob");
     a.expect("bob is now known as Bob");
     b.expect("bob is now known as Bob");

@@ -1,6 +1,7 @@
 //! `Stream::Tls` and the certificate loading over real loopback sockets:
 //! an in-process rustls client against a small mio loop (tls_support).
 
+mod common;
 mod tls_support;
 
 use chatd::stream::TLS_SEND_BUFFER_LIMIT;

@@ -4,6 +4,7 @@
 //! mix in. Prints the figures (`cargo test --test tls_memory -- --nocapture`)
 //! and checks them against the budget.
 
+mod common;
 mod tls_support;
 
 use chatd::tls::Reloadable;

@@ -20,6 +20,8 @@ mod tls_support;
 use chatd::Config;
 use chatd::flood::FloodLimit;
 use chatd::iplimit::{Exempt, IpLimitConfig};
+use common::http::{metrics_page, series_value};
+use common::proc;
 use common::{CHATD, Client, READ_TIMEOUT, RealServer, TestServer, wait_for};
 use rustls::version::{TLS12, TLS13};
 use socket2::{Domain, SockRef, Socket, Type};
@@ -55,21 +57,8 @@ fn metrics_on() -> Option<SocketAddr> {
 /// metrics endpoint.
 fn metric(server: &TestServer, name: &str) -> f64 {
     let addr = server.metrics.expect("the server has --metrics");
-    let mut stream = TcpStream::connect(addr).expect("connect to metrics");
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    let (_, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    body.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            (series == name).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or_else(|| panic!("no series {name} in\n{body}"))
+    let (_, body) = metrics_page(addr);
+    series_value(&body, name)
 }
 
 /// Waits (bounded) until the series `name` satisfies `ok`.
@@ -1108,32 +1097,8 @@ fn sighup_swaps_the_certificate_for_new_connections_only() {
 /// Runs the real binary with `args` and returns its exit code and stderr;
 /// it must exit within [`READ_TIMEOUT`].
 fn exit_of(args: &[String]) -> (Option<i32>, String) {
-    let mut child = Command::new(CHATD)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("chatd starts");
-    let mut stderr = child.stderr.take().unwrap();
-    let reading = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let end = Instant::now() + READ_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chatd {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (status.code(), reading.join().unwrap())
+    let (status, log) = proc::run_to_exit(Command::new(CHATD).args(args));
+    (status.code(), log)
 }
 
 /// PROTOCOL.md "TLS (v2)": "`--tls-listen` without both files, the files

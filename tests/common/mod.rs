@@ -3,24 +3,36 @@
 //!
 //! Reads wait for a line (never a fixed sleep) but give up after
 //! [`READ_TIMEOUT`], so a broken server fails a test instead of hanging it.
+//!
+//! Beside them: [`lines`] (the line client, shared with the TLS user of
+//! `tests/tls_support`), [`proc`] (chatd as a process), [`http`] (the
+//! metrics page), [`calendar`] (UTC dates, an oracle independent of the
+//! server) and [`tempdir`].
 
 #![allow(dead_code)]
 
+pub mod calendar;
+pub mod http;
+pub mod lines;
 pub mod proc;
+pub mod tempdir;
 
 use chatd::{Config, Server, ShutdownHandle};
+pub use lines::{LineClient, READ_TIMEOUT};
 use socket2::{Domain, Socket, Type};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The longest any single expected line may take, generous for a busy 2-core CI.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A server running in-process on its own thread; shut down on drop.
 pub struct TestServer {
+    /// The first plain listener's address.
     pub addr: SocketAddr,
+    /// Every plain listener's address, in `config.listen` order.
+    pub addrs: Vec<SocketAddr>,
+    /// Every TLS listener's address, in `config.tls_listen` order.
+    pub tls_addrs: Vec<SocketAddr>,
     /// The metrics address, when the config asked for one.
     pub metrics: Option<SocketAddr>,
     handle: ShutdownHandle,
@@ -32,17 +44,37 @@ impl TestServer {
     /// 127.0.0.1:0).
     pub fn start(mut config: Config) -> TestServer {
         config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        TestServer::start_as_configured(config)
+    }
+
+    /// Starts a server listening exactly where `config` says (several
+    /// listeners, IPv6, ...).
+    pub fn start_as_configured(config: Config) -> TestServer {
         let server = Server::bind(config).expect("server binds");
-        let addr = server.local_addrs()[0];
+        let addrs = server.local_addrs().to_vec();
+        let tls_addrs = server.tls_addrs().to_vec();
         let metrics = server.metrics_addr();
         let handle = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run());
         TestServer {
-            addr,
+            addr: addrs[0],
+            addrs,
+            tls_addrs,
             metrics,
             handle,
             thread: Some(thread),
         }
+    }
+
+    /// Starts a server with `config` on a plain and a TLS listener, both
+    /// on 127.0.0.1 port 0 (`config.tls_cert` and `tls_key` must name good
+    /// files); returns it and the TLS address.
+    pub fn start_with_tls(mut config: Config) -> (TestServer, SocketAddr) {
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
+        let server = TestServer::start_as_configured(config);
+        let tls = server.tls_addrs[0];
+        (server, tls)
     }
 
     /// A server with the default config on a free port.
@@ -85,14 +117,12 @@ impl Drop for TestServer {
 }
 
 /// One user on a real TCP connection.
-pub struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-    /// The name the server greeted this client with (its address).
-    pub name: String,
-}
+pub type Client = LineClient<TcpStream>;
 
-impl Client {
+/// The read errors that end a plain connection.
+const TCP_ENDS: &[io::ErrorKind] = &[io::ErrorKind::ConnectionReset];
+
+impl LineClient<TcpStream> {
     /// Connects without reading anything.
     pub fn connect(addr: SocketAddr) -> Client {
         Client::from_stream(TcpStream::connect(addr).expect("connect"))
@@ -103,11 +133,7 @@ impl Client {
     pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         let name = stream.local_addr().unwrap().to_string();
-        Client {
-            reader: BufReader::new(stream.try_clone().unwrap()),
-            writer: stream,
-            name,
-        }
+        LineClient::new(stream, name, "", TCP_ENDS)
     }
 
     /// Connects and checks the greeting `You are ADDR`.
@@ -117,72 +143,9 @@ impl Client {
         client
     }
 
-    /// Reads the greeting and checks that it is `You are ADDR`.
-    pub fn expect_greeting(&mut self) {
-        let greeting = format!("You are {}", self.name);
-        self.expect(&greeting);
-    }
-
-    /// Sends `line` and a newline.
-    pub fn send(&mut self, line: &str) {
-        self.send_raw(format!("{line}\n").as_bytes());
-    }
-
-    /// Sends bytes exactly as given.
-    pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).expect("send");
-    }
-
-    /// Reads one line (without `\n`); panics on EOF or after the timeout.
-    pub fn line(&mut self) -> String {
-        match self.try_line() {
-            Some(line) => line,
-            None => panic!("{}: connection closed while a line was expected", self.name),
-        }
-    }
-
-    /// Reads one line, or `None` at EOF; panics after the timeout.
-    pub fn try_line(&mut self) -> Option<String> {
-        let mut bytes = Vec::new();
-        match self.reader.read_until(b'\n', &mut bytes) {
-            Ok(0) => None,
-            Ok(_) => {
-                assert_eq!(bytes.pop(), Some(b'\n'), "line without newline: {bytes:?}");
-                Some(String::from_utf8(bytes).expect("server sends UTF-8"))
-            }
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => None,
-            Err(e) => panic!("{}: no line within {READ_TIMEOUT:?}: {e}", self.name),
-        }
-    }
-
-    /// Reads one line and checks it.
-    pub fn expect(&mut self, want: &str) {
-        let got = self.line();
-        assert_eq!(got, want, "{} got an unexpected line", self.name);
-    }
-
-    /// Reads lines until one equals `want`; returns the ones skipped.
-    pub fn skip_until(&mut self, want: &str) -> Vec<String> {
-        let mut skipped = Vec::new();
-        loop {
-            let line = self.line();
-            if line == want {
-                return skipped;
-            }
-            skipped.push(line);
-        }
-    }
-
-    /// Expects the server to close the connection with nothing more to say.
-    pub fn expect_eof(&mut self) {
-        if let Some(line) = self.try_line() {
-            panic!("{} expected EOF, got {line:?}", self.name);
-        }
-    }
-
     /// Half-closes: the server sees EOF, we can still read.
     pub fn shutdown_write(&mut self) {
-        self.writer.shutdown(std::net::Shutdown::Write).unwrap();
+        self.stream().shutdown(std::net::Shutdown::Write).unwrap();
     }
 
     /// Reads everything until EOF (bounded by the read timeout).
@@ -192,7 +155,21 @@ impl Client {
         rest
     }
 
-    /// Sends `who` and returns the listed names (with ` (you)` kept).
+    /// Takes the name `new` (`/nick NEW`): this client, then each of
+    /// `heard_by` (the rest of its room), read `OLD is now known as NEW`
+    /// next; `name` follows the change.
+    pub fn rename(&mut self, new: &str, heard_by: &mut [&mut Client]) {
+        self.send(&format!("/nick {new}"));
+        let notice = format!("{} is now known as {new}", self.name);
+        self.expect(&notice);
+        for other in heard_by.iter_mut() {
+            other.expect(&notice);
+        }
+        self.name = new.to_string();
+    }
+
+    /// Sends `who` and returns the listed names (with ` (you)` kept),
+    /// skipping whatever comes before the reply.
     pub fn who(&mut self) -> Vec<String> {
         self.send("/who");
         let header = loop {
@@ -202,24 +179,7 @@ impl Client {
             }
         };
         let count: usize = header.split(' ').next().unwrap().parse().unwrap();
-        (0..count)
-            .map(|_| self.line().trim_start().to_string())
-            .collect()
-    }
-
-    /// Reads lines until one starts with `prefix` and ends with `suffix`.
-    pub fn skip_until_prefix_suffix(&mut self, prefix: &str, suffix: &str) -> String {
-        loop {
-            let line = self.line();
-            if line.starts_with(prefix) && line.ends_with(suffix) {
-                return line;
-            }
-        }
-    }
-
-    /// The underlying stream, for socket-level tricks.
-    pub fn stream(&self) -> &TcpStream {
-        &self.writer
+        self.who_lines(count)
     }
 }
 
@@ -270,13 +230,7 @@ impl RealServer {
     /// `--listen 127.0.0.1:0` added, and reads the bound address from the
     /// `listening on ADDR` log line.
     pub fn spawn(mut command: std::process::Command) -> RealServer {
-        use std::process::Stdio;
-        command
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("chatd starts");
+        let mut child = proc::spawn_listening(&mut command);
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -352,29 +306,6 @@ pub fn is_who_head(line: &str) -> bool {
         .next()
         .is_some_and(|r| r.starts_with('#') && r.ends_with(':'));
     count_ok && noun_ok && in_ok && room_ok && words.next().is_none()
-}
-
-impl TestServer {
-    /// Starts a server with `config` on a plain and a TLS listener, both
-    /// on 127.0.0.1 port 0 (`config.tls_cert` and `tls_key` must name good
-    /// files); returns it and the TLS address.
-    pub fn start_with_tls(mut config: Config) -> (TestServer, SocketAddr) {
-        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        config.tls_listen = vec!["127.0.0.1:0".parse().unwrap()];
-        let server = Server::bind(config).expect("server binds");
-        let addr = server.local_addrs()[0];
-        let tls = server.tls_addrs()[0];
-        let metrics = server.metrics_addr();
-        let handle = server.shutdown_handle();
-        let thread = std::thread::spawn(move || server.run());
-        let server = TestServer {
-            addr,
-            metrics,
-            handle,
-            thread: Some(thread),
-        };
-        (server, tls)
-    }
 }
 
 impl RealServer {

@@ -1,24 +1,77 @@
-//! The server as a process: its memory from /proc, signals, a log pipe the
-//! test can close, and the test's own descriptor limit.
+//! The server as a process: starting it, running it to its exit at start,
+//! its memory from /proc, signals, a log pipe the test can close, and the
+//! test's own descriptor limit.
 
 use super::{CHATD, READ_TIMEOUT, RealServer};
-use std::io::{BufRead, BufReader};
-use std::process::{ChildStderr, Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Starts `command` (chatd) with `--listen 127.0.0.1:0` added, no stdin or
+/// stdout, and its stderr (the log) piped.
+pub fn spawn_listening(command: &mut Command) -> Child {
+    command
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chatd starts")
+}
+
+/// Runs `command` (chatd, no stdin or stdout) expecting it to exit at
+/// start; returns its status and everything it wrote to stderr. A server
+/// still running after [`READ_TIMEOUT`] (it accepted what it should have
+/// refused) is killed and fails the test.
+pub fn run_to_exit(command: &mut Command) -> (ExitStatus, String) {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chatd starts");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let end = Instant::now() + READ_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = reader.join().unwrap_or_default();
+            panic!("{command:?} was still running after {READ_TIMEOUT:?}; log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, reader.join().expect("stderr reader"))
+}
+
+/// The first word after `key` on the line of `/proc/PID/FILE` that starts
+/// with it (`status` and `VmRSS:`, `limits` and `Max file size`).
+pub fn proc_word(pid: u32, file: &str, key: &str) -> String {
+    let path = format!("/proc/{pid}/{file}");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let line = text
+        .lines()
+        .find(|line| line.starts_with(key))
+        .unwrap_or_else(|| panic!("no {key} in {path}"));
+    line[key.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("no value after {key} in {path}"))
+        .to_string()
+}
 
 /// A field of /proc/PID/status given in kB (`VmRSS`, `VmHWM`), in bytes.
 pub fn status_bytes(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-    let prefix = format!("{field}:");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    let kib: u64 = line[prefix.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
+    let kib: u64 = proc_word(pid, "status", &format!("{field}:"))
         .parse()
         .expect("a number of kB");
     kib * 1024
@@ -69,14 +122,7 @@ impl RealServer {
     /// left alone, so the test can close it (drop the reader) while the
     /// server runs. The returned server keeps no log.
     pub fn start_holding_log(args: &[&str]) -> (RealServer, BufReader<ChildStderr>) {
-        let mut child = Command::new(CHATD)
-            .args(args)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("chatd starts");
+        let mut child = spawn_listening(Command::new(CHATD).args(args));
         let stderr = child.stderr.take().expect("stderr is piped");
         // Read on a helper thread so a server that never logs fails the
         // test after READ_TIMEOUT instead of hanging it; the reader comes

@@ -5,6 +5,10 @@
 //!
 //! Every wait is bounded by [`TIMEOUT`], so a broken stream fails a test
 //! instead of hanging it.
+//!
+//! The chat user [`TlsUser`] is the plain client's [`LineClient`] over TLS,
+//! and [`TempDir`] is the common one: a test that has `mod tls_support;`
+//! has `mod common;` beside it.
 
 #![allow(dead_code)]
 
@@ -22,53 +26,24 @@ use rustls::{
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The longest any expected event may take, generous for a busy 2-core CI.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::common::LineClient;
+pub use crate::common::tempdir::TempDir;
+
+/// The longest any expected event may take: the bound on a line.
+pub const TIMEOUT: Duration = crate::common::READ_TIMEOUT;
 
 /// Connections the test server can hold without its table growing (so the
 /// table's own allocation is not counted per connection).
 pub const MAX_CONNS: usize = 1024;
 
 // ---------------------------------------------------------------- files
-
-/// A fresh empty directory under the system's temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// A directory named after `tag`, the process and a counter.
-    pub fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "chatd-tls-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    /// A path inside the directory.
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A self-signed certificate for `localhost` and its key, both PEM.
 pub struct TestCert {
@@ -202,16 +177,7 @@ pub fn tcp(addr: SocketAddr) -> TcpStream {
 
 /// Connects to `addr` and completes a handshake with `config`.
 pub fn connect_with(addr: SocketAddr, config: Arc<ClientConfig>) -> TlsClient {
-    let conn = ClientConnection::new(config, ServerName::try_from("localhost").expect("name"))
-        .expect("client connection");
-    let mut client = StreamOwned::new(conn, tcp(addr));
-    while client.conn.is_handshaking() {
-        client
-            .conn
-            .complete_io(&mut client.sock)
-            .expect("client handshake");
-    }
-    client
+    handshake_on(tcp(addr), config)
 }
 
 /// Connects to `addr` over `version` and completes the handshake.
@@ -670,20 +636,22 @@ pub fn handshake_on(sock: TcpStream, config: Arc<ClientConfig>) -> TlsClient {
 
 /// A chat user over TLS, with the same line-level calls as the plain
 /// `common::Client` (reads bounded by the socket's timeout, [`TIMEOUT`]).
-pub struct TlsUser {
-    reader: io::BufReader<TlsClient>,
-    /// The name the server is expected to give it (its address).
-    pub name: String,
-}
+pub type TlsUser = LineClient<TlsClient>;
 
-impl TlsUser {
+/// The read errors that end a TLS connection: close_notify missing (TCP
+/// EOF), reset, or a write side already gone.
+const TLS_ENDS: &[io::ErrorKind] = &[
+    io::ErrorKind::UnexpectedEof,
+    io::ErrorKind::ConnectionReset,
+    io::ErrorKind::ConnectionAborted,
+    io::ErrorKind::BrokenPipe,
+];
+
+impl LineClient<TlsClient> {
     /// Wraps a client whose handshake is done; reads nothing.
     pub fn from_client(client: TlsClient) -> TlsUser {
         let name = client.sock.local_addr().expect("local addr").to_string();
-        TlsUser {
-            reader: io::BufReader::new(client),
-            name,
-        }
+        LineClient::new(client, name, " (TLS)", TLS_ENDS)
     }
 
     /// Connects over TLS 1.3 and completes the handshake; reads nothing.
@@ -699,105 +667,30 @@ impl TlsUser {
     /// Connects over `version` and checks the greeting `You are ADDR`.
     pub fn join_with(addr: SocketAddr, version: &'static SupportedProtocolVersion) -> TlsUser {
         let mut user = TlsUser::from_client(connect(addr, version));
-        let greeting = format!("You are {}", user.name);
-        user.expect(&greeting);
+        user.expect_greeting();
         user
     }
 
     /// The rustls client underneath.
     pub fn client(&mut self) -> &mut TlsClient {
-        self.reader.get_mut()
+        self.stream_mut()
     }
 
     /// The DER of the certificate the server presented.
     pub fn served_cert(&self) -> Vec<u8> {
-        served_cert(self.reader.get_ref())
+        served_cert(self.stream())
     }
 
     /// The TLS version negotiated.
     pub fn version(&self) -> Option<rustls::ProtocolVersion> {
-        self.reader.get_ref().conn.protocol_version()
-    }
-
-    /// Sends `line` and a newline.
-    pub fn send(&mut self, line: &str) {
-        self.send_raw(format!("{line}\n").as_bytes());
-    }
-
-    /// Sends bytes exactly as given, flushing the TLS records.
-    pub fn send_raw(&mut self, bytes: &[u8]) {
-        send(self.client(), bytes);
-    }
-
-    /// Reads one line (without `\n`), or `None` when the connection ended
-    /// (close_notify, TCP EOF or reset); panics after the timeout.
-    pub fn try_line(&mut self) -> Option<String> {
-        use io::BufRead;
-        let mut bytes = Vec::new();
-        match self.reader.read_until(b'\n', &mut bytes) {
-            Ok(0) => None,
-            Ok(_) if bytes.last() != Some(&b'\n') => {
-                panic!("{}: line without newline: {bytes:?}", self.name)
-            }
-            Ok(_) => {
-                bytes.pop();
-                Some(String::from_utf8(bytes).expect("server sends UTF-8"))
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::UnexpectedEof
-                        | io::ErrorKind::ConnectionReset
-                        | io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::BrokenPipe
-                ) =>
-            {
-                None
-            }
-            Err(e) => panic!("{}: no line within {TIMEOUT:?}: {e}", self.name),
-        }
-    }
-
-    /// Reads one line; panics at the end of the connection.
-    pub fn line(&mut self) -> String {
-        match self.try_line() {
-            Some(line) => line,
-            None => panic!("{}: connection closed while a line was expected", self.name),
-        }
-    }
-
-    /// Reads one line and checks it.
-    #[track_caller]
-    pub fn expect(&mut self, want: &str) {
-        let got = self.line();
-        assert_eq!(got, want, "{} (TLS) got an unexpected line", self.name);
-    }
-
-    /// Reads lines until one equals `want`; returns the ones skipped.
-    pub fn skip_until(&mut self, want: &str) -> Vec<String> {
-        let mut skipped = Vec::new();
-        loop {
-            let line = self.line();
-            if line == want {
-                return skipped;
-            }
-            skipped.push(line);
-        }
-    }
-
-    /// Expects the connection to end with nothing more said.
-    #[track_caller]
-    pub fn expect_eof(&mut self) {
-        if let Some(line) = self.try_line() {
-            panic!("{} (TLS) expected the end, got {line:?}", self.name);
-        }
+        self.stream().conn.protocol_version()
     }
 
     /// Reads the end of the connection and says whether it was a clean
     /// TLS close (the server's close_notify) rather than a bare TCP end.
     pub fn end_is_close_notify(&mut self) -> bool {
         let mut rest = Vec::new();
-        match io::Read::read_to_end(&mut self.reader, &mut rest) {
+        match self.reader.read_to_end(&mut rest) {
             Ok(_) => {
                 assert!(rest.is_empty(), "{}: more bytes: {rest:?}", self.name);
                 true
@@ -808,7 +701,8 @@ impl TlsUser {
         }
     }
 
-    /// Sends `/who` and returns the listed names (` (you)` kept).
+    /// Sends `/who` and returns the listed names (` (you)` kept); the
+    /// reply must be the next line.
     pub fn who(&mut self) -> Vec<String> {
         self.send("/who");
         let header = self.line();
@@ -817,9 +711,7 @@ impl TlsUser {
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("not a who head: {header:?}"));
-        (0..count)
-            .map(|_| self.line().trim_start().to_string())
-            .collect()
+        self.who_lines(count)
     }
 
     /// Sends a TLS close_notify (and keeps the TCP connection open).

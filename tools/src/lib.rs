@@ -20,13 +20,14 @@
 //!           metrics (the same figures over HTTP from chatd's /metrics)
 //!           line_client (blocking client)        lines (line splitting)
 //!           stats, report (figures and tables)   reference (the split the
-//!                                                 server must agree with)
+//!           background (a thread until stopped)   server must agree with)
 //! ```
 //!
 //! The server's tests use this library too: `tests/hostile.rs` and the fuzz
 //! target check chatd's framer against [`reference`](mod@reference), and
 //! `tests/chatload_smoke.rs` runs [`load::smoke`] against the chatd binary.
 
+pub mod background;
 pub mod chatd;
 pub mod line_client;
 pub mod lines;

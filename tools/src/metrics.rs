@@ -19,11 +19,11 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::background::Background;
 use crate::procstat::ProcSample;
 
 /// Most bytes of response read (chatd's page is ~3 KiB).
@@ -275,75 +275,54 @@ impl ScrapeStats {
 /// a Prometheus server would (one request at a time).
 #[derive(Debug)]
 pub struct Scraper {
-    stop: Arc<AtomicBool>,
     stats: Arc<Mutex<ScrapeStats>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Background,
 }
 
 impl Scraper {
     /// Starts scraping `url` every `every` (the first scrape at once).
     pub fn start(url: MetricsUrl, every: Duration) -> Scraper {
-        let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(ScrapeStats::default()));
-        let thread = {
-            let (stop, stats) = (Arc::clone(&stop), Arc::clone(&stats));
-            std::thread::spawn(move || {
-                let mut next = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    let began = Instant::now();
-                    let result = scrape(&url, Duration::from_secs(5));
-                    let took = began.elapsed().as_secs_f64();
-                    if let Ok(mut s) = stats.lock() {
-                        match result {
-                            Ok(page) => {
-                                s.ok += 1;
-                                s.total_s += took;
-                                s.max_s = s.max_s.max(took);
-                                s.last = Some(page);
-                            }
-                            Err(e) => {
-                                s.failed += 1;
-                                s.first_error.get_or_insert_with(|| e.to_string());
-                            }
+        let shared = Arc::clone(&stats);
+        let thread = Background::spawn(move |stop| {
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let began = Instant::now();
+                let result = scrape(&url, Duration::from_secs(5));
+                let took = began.elapsed().as_secs_f64();
+                if let Ok(mut s) = shared.lock() {
+                    match result {
+                        Ok(page) => {
+                            s.ok += 1;
+                            s.total_s += took;
+                            s.max_s = s.max_s.max(took);
+                            s.last = Some(page);
+                        }
+                        Err(e) => {
+                            s.failed += 1;
+                            s.first_error.get_or_insert_with(|| e.to_string());
                         }
                     }
-                    next += every;
-                    let now = Instant::now();
-                    if next < now {
-                        next = now;
-                    }
-                    // Sleep in short slices so finishing is prompt.
-                    while !stop.load(Ordering::Relaxed) && Instant::now() < next {
-                        let left = next.saturating_duration_since(Instant::now());
-                        std::thread::sleep(left.min(Duration::from_millis(20)));
-                    }
                 }
-            })
-        };
-        Scraper {
-            stop,
-            stats,
-            thread: Some(thread),
-        }
+                next += every;
+                let now = Instant::now();
+                if next < now {
+                    next = now;
+                }
+                // Sleep in short slices so finishing is prompt.
+                while !stop.load(Ordering::Relaxed) && Instant::now() < next {
+                    let left = next.saturating_duration_since(Instant::now());
+                    std::thread::sleep(left.min(Duration::from_millis(20)));
+                }
+            }
+        });
+        Scraper { stats, thread }
     }
 
     /// Stops the thread; returns what it did.
     pub fn finish(mut self) -> ScrapeStats {
-        self.stop_thread();
+        self.thread.stop();
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    fn stop_thread(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Scraper {
-    fn drop(&mut self) {
-        self.stop_thread();
     }
 }
 

@@ -10,9 +10,10 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::background::Background;
 
 /// One reading of a process's counters.
 #[derive(Debug, Clone, Copy, Default)]
@@ -98,32 +99,24 @@ pub fn raise_nofile_limit() -> (u64, u64) {
 /// peaked, and the tools compare it against bounds during a run.
 #[derive(Debug)]
 pub struct RssSampler {
-    stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+    thread: Background,
 }
 
 impl RssSampler {
     /// Starts sampling `pid` every `every`.
     pub fn start(pid: i32, every: Duration) -> RssSampler {
-        let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(AtomicU64::new(0));
-        let thread = {
-            let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(s) = sample(pid) {
-                        peak.fetch_max(s.rss, Ordering::Relaxed);
-                    }
-                    std::thread::sleep(every);
+        let seen = Arc::clone(&peak);
+        let thread = Background::spawn(move |stop| {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(s) = sample(pid) {
+                    seen.fetch_max(s.rss, Ordering::Relaxed);
                 }
-            })
-        };
-        RssSampler {
-            stop,
-            peak,
-            thread: Some(thread),
-        }
+                std::thread::sleep(every);
+            }
+        });
+        RssSampler { peak, thread }
     }
 
     /// Highest VmRSS sampled so far, in bytes.
@@ -133,21 +126,8 @@ impl RssSampler {
 
     /// Stops the sampling thread; returns the peak.
     pub fn finish(mut self) -> u64 {
-        self.stop_thread();
+        self.thread.stop();
         self.peak()
-    }
-
-    fn stop_thread(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for RssSampler {
-    fn drop(&mut self) {
-        self.stop_thread();
     }
 }
 

@@ -301,11 +301,11 @@ pub fn run_session(o: &Options, addr: SocketAddr, view: &ServerView) -> SessionR
             rep.problems.push(format!(
                 "step {step}: sent {} (refused {}), expected {} deliveries, received {}, \
                  misordered {}, receivers with wrong counts {}, clients lost {}",
-                r.sent,
-                r.send_dropped,
-                r.expected,
-                r.received,
-                r.misordered,
+                r.counts.sent,
+                r.counts.send_dropped,
+                r.counts.expected,
+                r.counts.received,
+                r.counts.misordered,
                 r.bad_receivers,
                 r.lost_clients
             ));
@@ -337,7 +337,7 @@ pub fn run_session(o: &Options, addr: SocketAddr, view: &ServerView) -> SessionR
     if let (Some((before, busy_before)), Some((connected, _)), Some((after, busy_after))) =
         (before, connected, after)
     {
-        let received: u64 = rep.steps.iter().map(|s| s.received).sum();
+        let received: u64 = rep.steps.iter().map(|s| s.counts.received).sum();
         let cpu_s = after.cpu_s - connected.cpu_s;
         rep.server = Some(ServerCost {
             source: if view.pid.is_some() {
@@ -402,9 +402,9 @@ pub fn session_text(o: &Options, r: &SessionReport) -> String {
                 s.step.to_string(),
                 report::si(s.rate),
                 report::si(s.achieved_rate),
-                s.sent.to_string(),
-                s.expected.to_string(),
-                s.received.to_string(),
+                s.counts.sent.to_string(),
+                s.counts.expected.to_string(),
+                s.counts.received.to_string(),
                 format!("{:.3}", 100.0 * s.delivered_fraction()),
                 report::si(s.deliveries_per_s),
                 format!("{:.2}", s.p50_ms),
@@ -576,12 +576,12 @@ fn step_json(s: &StepResult) -> String {
         .int("step", u64::from(s.step))
         .num("rate", s.rate)
         .num("achieved_rate", s.achieved_rate)
-        .int("sent", s.sent)
-        .int("send_refused", s.send_dropped)
-        .int("expected", s.expected)
-        .int("received", s.received)
-        .int("stale", s.stale)
-        .int("misordered", s.misordered)
+        .int("sent", s.counts.sent)
+        .int("send_refused", s.counts.send_dropped)
+        .int("expected", s.counts.expected)
+        .int("received", s.counts.received)
+        .int("stale", s.counts.stale)
+        .int("misordered", s.counts.misordered)
         .int("bad_receivers", s.bad_receivers)
         .int("lost_clients", s.lost_clients)
         .num("deliveries_per_second", s.deliveries_per_s)

@@ -111,8 +111,15 @@ fn base(o: &Options) -> Options {
     }
 }
 
-/// Starts a fresh chatd and runs one session against it.
-fn session(path: &Path, o: &Options) -> Result<(SessionReport, usize), String> {
+/// Starts a fresh chatd and runs one session of `scenario` against it; its
+/// problems go to `problems` (see [`note`]). Returns the session's report
+/// and how many the server cut as too slow.
+fn session(
+    path: &Path,
+    o: &Options,
+    scenario: &str,
+    problems: &mut Vec<String>,
+) -> Result<(SessionReport, usize), String> {
     let server = Chatd::start(path, o.chatd_flags())?;
     let view = scenario::started_view(&server, o);
     if o.scrape_every.is_some() && view.metrics.is_none() {
@@ -121,6 +128,7 @@ fn session(path: &Path, o: &Options) -> Result<(SessionReport, usize), String> {
     let rep = scenario::run_session(o, server.addr, &view);
     let kicked = server.too_slow_count();
     server.stop();
+    note(problems, scenario, &rep);
     Ok((rep, kicked))
 }
 
@@ -295,8 +303,7 @@ fn suite_run(
             duration: Duration::ZERO,
             ..b.clone()
         };
-        let (rep, _) = session(path, &opts)?;
-        note(problems, sc1, &rep);
+        let (rep, _) = session(path, &opts, sc1, problems)?;
         let rss = rep
             .server
             .as_ref()
@@ -342,8 +349,7 @@ fn suite_run(
             duration: Duration::ZERO,
             ..b.clone()
         };
-        let (rep, _) = session(path, &opts)?;
-        note(problems, sc2, &rep);
+        let (rep, _) = session(path, &opts, sc2, problems)?;
         let per = rep.server.as_ref().map_or(f64::NAN, |c| c.rss_per_conn);
         put(
             figures,
@@ -370,8 +376,7 @@ fn suite_run(
             p99_bound: Duration::from_millis(100),
             ..b.clone()
         };
-        let (rep, _) = session(path, &opts)?;
-        note(problems, sc3, &rep);
+        let (rep, _) = session(path, &opts, sc3, problems)?;
         if rep.ladder_capped {
             problems.push(format!(
                 "{sc3}: no step failed within {} steps; the figure is a lower bound",
@@ -408,8 +413,7 @@ fn suite_run(
             duration: Duration::from_secs_f64(s.cpu_secs),
             ..b.clone()
         };
-        let (rep, _) = session(path, &opts)?;
-        note(problems, sc4, &rep);
+        let (rep, _) = session(path, &opts, sc4, problems)?;
         let cpu = rep
             .server
             .as_ref()
@@ -435,8 +439,7 @@ fn suite_run(
             duration: Duration::from_secs_f64(s.latency_secs),
             ..b.clone()
         };
-        let (rep, _) = session(path, &opts)?;
-        note(problems, sc5, &rep);
+        let (rep, _) = session(path, &opts, sc5, problems)?;
         let (p50, p99) = rep
             .steps
             .first()
@@ -457,10 +460,8 @@ fn suite_run(
             duration: Duration::from_secs_f64(s.slow_secs),
             ..b.clone()
         };
-        let (clean, _) = session(path, &opts)?;
-        note(problems, sc7, &clean);
-        let (slowed, kicked) = session(path, &Options { slow: 1, ..opts })?;
-        note(problems, sc7, &slowed);
+        let (clean, _) = session(path, &opts, sc7, problems)?;
+        let (slowed, kicked) = session(path, &Options { slow: 1, ..opts }, sc7, problems)?;
         let clean_p99 = clean.steps.first().map_or(f64::NAN, |st| st.p99_ms);
         let (delivered, slow_p99) = slowed.steps.first().map_or((f64::NAN, f64::NAN), |st| {
             (100.0 * st.delivered_fraction(), st.p99_ms)

@@ -369,7 +369,7 @@ impl Swarm {
                 }
             }
             let all_sent = k >= total_lines;
-            if all_sent && self.tally.received >= self.tally.expected {
+            if all_sent && self.tally.counts.received >= self.tally.counts.expected {
                 drained_at = Some(now);
                 break;
             }
@@ -379,7 +379,7 @@ impl Swarm {
             if now >= next_progress {
                 next_progress += PROGRESS_EVERY;
                 if self.cfg.progress {
-                    let t = &self.tally;
+                    let t = &self.tally.counts;
                     eprintln!(
                         "chatload: step {} ({:.0} lines/s) {:.0}s: sent {} recv {}/{} ({:.2}%) {:.0} deliv/s p99 {:.2} ms lost {}",
                         plan.step,
@@ -390,7 +390,7 @@ impl Swarm {
                         t.expected,
                         100.0 * t.received as f64 / t.expected.max(1) as f64,
                         (t.received - last_progress_received) as f64,
-                        t.hist.value_at_quantile(0.99) as f64 / 1000.0,
+                        self.tally.hist.value_at_quantile(0.99) as f64 / 1000.0,
                         self.lost - lost_before
                     );
                     last_progress_received = t.received;
@@ -422,7 +422,7 @@ impl Swarm {
                 .as_secs_f64()
                 .max(plan.duration.as_secs_f64())
                 .max(1e-9);
-        let sent_total = self.tally.sent;
+        let sent_total = self.tally.counts.sent;
         result.bad_receivers = receivers
             .iter()
             .filter(|&&i| {
@@ -438,7 +438,7 @@ impl Swarm {
     fn send_marked(&mut self, k: u64, senders: usize, step: u32, payload: usize, per_line: u64) {
         let idx = (k % senders as u64) as usize;
         if self.clients[idx].state != State::Open {
-            self.tally.send_dropped += 1;
+            self.tally.counts.send_dropped += 1;
             return;
         }
         let m = Marker {
@@ -451,10 +451,10 @@ impl Swarm {
         marker::encode(&m, payload, &mut line);
         if self.send_from(idx, &line) {
             self.clients[idx].sent += 1;
-            self.tally.sent += 1;
-            self.tally.expected += per_line;
+            self.tally.counts.sent += 1;
+            self.tally.counts.expected += per_line;
         } else {
-            self.tally.send_dropped += 1;
+            self.tally.counts.send_dropped += 1;
         }
         self.line = line;
     }
@@ -577,16 +577,16 @@ impl Swarm {
                             return;
                         };
                         if m.step != tally.step {
-                            tally.stale += 1;
+                            tally.counts.stale += 1;
                             return;
                         }
-                        tally.received += 1;
+                        tally.counts.received += 1;
                         *received += 1;
                         tally.last_rx_ns = rx_ns;
                         tally.record_latency(rx_ns.saturating_sub(m.sent_ns));
                         if let Some(next) = next_seq.get_mut(m.sender as usize) {
                             if *next != m.seq {
-                                tally.misordered += 1;
+                                tally.counts.misordered += 1;
                             }
                             *next = m.seq + 1;
                         }

@@ -8,13 +8,10 @@ use hdrhistogram::Histogram;
 
 use crate::stats;
 
-/// Running counters of one step (one rate held for `--duration`).
-#[derive(Debug)]
-pub struct Tally {
-    /// The step these counters belong to (lines of other steps are stale).
-    pub step: u32,
-    /// Send-to-receive latency of every delivery, in µs.
-    pub hist: Histogram<u64>,
+/// What one step sent and what arrived: kept by a [`Tally`] as the step
+/// runs, reported in its [`StepResult`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
     /// Marked lines written (or queued) by senders.
     pub sent: u64,
     /// Lines a sender's full queue refused.
@@ -27,6 +24,17 @@ pub struct Tally {
     pub stale: u64,
     /// Lines out of order or duplicated for their (receiver, sender) pair.
     pub misordered: u64,
+}
+
+/// Running counters of one step (one rate held for `--duration`).
+#[derive(Debug)]
+pub struct Tally {
+    /// The step these counters belong to (lines of other steps are stale).
+    pub step: u32,
+    /// Send-to-receive latency of every delivery, in µs.
+    pub hist: Histogram<u64>,
+    /// What was sent and what arrived so far.
+    pub counts: Counts,
     /// Nanoseconds (process clock) of the last delivery.
     pub last_rx_ns: u64,
 }
@@ -37,12 +45,7 @@ impl Tally {
         Tally {
             step,
             hist: stats::new_histogram(),
-            sent: 0,
-            send_dropped: 0,
-            expected: 0,
-            received: 0,
-            stale: 0,
-            misordered: 0,
+            counts: Counts::default(),
             last_rx_ns: 0,
         }
     }
@@ -63,18 +66,8 @@ pub struct StepResult {
     /// Lines/s the senders actually managed (below `rate` when the tool or
     /// its socket buffers could not keep the schedule).
     pub achieved_rate: f64,
-    /// See [`Tally::sent`].
-    pub sent: u64,
-    /// See [`Tally::send_dropped`].
-    pub send_dropped: u64,
-    /// See [`Tally::expected`].
-    pub expected: u64,
-    /// See [`Tally::received`].
-    pub received: u64,
-    /// See [`Tally::stale`].
-    pub stale: u64,
-    /// See [`Tally::misordered`].
-    pub misordered: u64,
+    /// What the step sent and what arrived.
+    pub counts: Counts,
     /// Receivers whose count differs from what they should have received.
     pub bad_receivers: u64,
     /// Connections lost during the step.
@@ -107,14 +100,9 @@ impl StepResult {
         StepResult {
             step: t.step,
             rate,
-            sent: t.sent,
-            send_dropped: t.send_dropped,
-            expected: t.expected,
-            received: t.received,
-            stale: t.stale,
-            misordered: t.misordered,
+            counts: t.counts,
             deliveries_per_s: if window_s > 0.0 {
-                t.received as f64 / window_s
+                t.counts.received as f64 / window_s
             } else {
                 0.0
             },
@@ -129,20 +117,22 @@ impl StepResult {
 
     /// Share of expected deliveries that arrived (1.0 when none expected).
     pub fn delivered_fraction(&self) -> f64 {
-        if self.expected == 0 {
+        let c = &self.counts;
+        if c.expected == 0 {
             1.0
         } else {
-            self.received as f64 / self.expected as f64
+            c.received as f64 / c.expected as f64
         }
     }
 
     /// The `--check` verdict: every expected line arrived, exactly once, in
     /// order, at every receiver, and nothing was refused or lost.
     pub fn is_perfect(&self) -> bool {
-        self.sent > 0
-            && self.received == self.expected
-            && self.send_dropped == 0
-            && self.misordered == 0
+        let c = &self.counts;
+        c.sent > 0
+            && c.received == c.expected
+            && c.send_dropped == 0
+            && c.misordered == 0
             && self.bad_receivers == 0
             && self.lost_clients == 0
     }
@@ -158,8 +148,8 @@ mod tests {
         for ms in 1..=100u64 {
             t.record_latency(ms * 1_000_000);
         }
-        t.received = 100;
-        t.expected = 100;
+        t.counts.received = 100;
+        t.counts.expected = 100;
         let r = StepResult::from_tally(&t, 10.0, 1.0);
         assert!((r.p50_ms - 50.0).abs() < 0.1, "{}", r.p50_ms);
         assert!((r.p99_ms - 99.0).abs() < 0.1, "{}", r.p99_ms);

@@ -77,6 +77,40 @@ impl Worker {
     }
 }
 
+/// How many clients each child holds: `n` in all, at most `per_process`
+/// each.
+pub(super) fn counts(n: usize, per_process: usize) -> Vec<usize> {
+    let per = per_process.max(1);
+    (0..n.div_ceil(per)).map(|i| per.min(n - i * per)).collect()
+}
+
+/// Starts the child processes (`chatstress KIND`) that hold `n`
+/// connections to `addr` between them, at most `per_process` each.
+pub(super) fn spawn_workers(
+    kind: &str,
+    addr: SocketAddr,
+    n: usize,
+    per_process: usize,
+) -> Result<Vec<Worker>, String> {
+    counts(n, per_process)
+        .into_iter()
+        .map(|count| Worker::spawn(kind, addr, count).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// Reads one `WORD COUNT` report from every worker; returns the sum.
+pub(super) fn gather(workers: &mut [Worker], word: &str) -> Result<usize, String> {
+    let mut sum = 0;
+    for w in workers {
+        let r = w.report().map_err(|e| format!("worker: {e}"))?;
+        sum += r
+            .strip_prefix(word)
+            .and_then(|c| c.trim().parse::<usize>().ok())
+            .ok_or_else(|| format!("worker: {r}"))?;
+    }
+    Ok(sum)
+}
+
 /// Runs the scenario against a fresh chatd at `chatd`.
 pub fn run(chatd: &Path, opts: Options) -> Outcome {
     let n = opts.clients;
@@ -91,22 +125,8 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
     println!("  server RSS at start: {}", mib(base.rss));
 
     let started = Instant::now();
-    let mut workers = Vec::new();
-    let mut left = n;
-    while left > 0 {
-        let count = left.min(opts.per_process);
-        workers
-            .push(Worker::spawn("capacity-child", server.addr, count).map_err(|e| e.to_string())?);
-        left -= count;
-    }
-    let mut connected = 0;
-    for w in &mut workers {
-        let r = w.report().map_err(|e| e.to_string())?;
-        connected += r
-            .strip_prefix("ready ")
-            .and_then(|c| c.parse::<usize>().ok())
-            .ok_or_else(|| format!("worker: {r}"))?;
-    }
+    let mut workers = spawn_workers("capacity-child", server.addr, n, opts.per_process)?;
+    let connected = gather(&mut workers, "ready")?;
     println!(
         "  {connected} connected and greeted in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -125,14 +145,7 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
         w.tell(&format!("expect {probe}"))
             .map_err(|e| e.to_string())?;
     }
-    let mut received = 0;
-    for w in &mut workers {
-        let r = w.report().map_err(|e| e.to_string())?;
-        received += r
-            .strip_prefix("got ")
-            .and_then(|c| c.parse::<usize>().ok())
-            .ok_or_else(|| format!("worker: {r}"))?;
-    }
+    let received = gather(&mut workers, "got")?;
     let fanout = sent.elapsed();
     println!(
         "  broadcast reached {received}/{n} connections in {:.0} ms",
@@ -177,38 +190,19 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
         idle_cpu < 0.01,
         format!("idle CPU {:.2}% < 1% of a core", idle_cpu * 100.0),
     );
-    checks.check(server.alive(), "server alive");
-    checks.check(server.panic_count() == 0, "no panic in the log");
+    checks.server_healthy(&mut server);
     for w in &mut workers {
         let _ = w.tell("quit");
     }
     for mut w in workers {
         let _ = w.child.wait();
     }
-    checks.check(server.stop(), "server exits 0 on SIGTERM");
-    checks.outcome()
+    checks.stop_server(server)
 }
 
 /// The child side: holds `count` connections, obeys its parent.
 pub fn child(addr: SocketAddr, count: usize) -> Outcome {
-    procstat::raise_nofile_limit();
-    let mut streams = Vec::with_capacity(count);
-    for i in 0..count {
-        let stream = connect_retrying(addr).map_err(|e| format!("connect #{i}: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(|e| e.to_string())?;
-        streams.push(stream);
-    }
-    // Every connection's first line is its greeting (PROTOCOL.md: "connect |
-    // the newcomer | `You are NAME`").
-    let mut readers: Vec<Pending> = streams.into_iter().map(Pending::new).collect();
-    for (i, r) in readers.iter_mut().enumerate() {
-        let line = r.line().map_err(|e| format!("greeting #{i}: {e}"))?;
-        if !line.starts_with("You are ") {
-            return Err(format!("greeting #{i}: {line:?}"));
-        }
-    }
+    let mut readers = greeted_connections(addr, count)?;
     let mut out = io::stdout().lock();
     writeln!(out, "ready {count}").map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;
@@ -243,9 +237,33 @@ pub fn child(addr: SocketAddr, count: usize) -> Outcome {
     Ok(())
 }
 
+/// What a child process holds for its parent: `count` connections to
+/// `addr` (this process's descriptor limit raised first), reads bounded by
+/// 60 s, every greeting read.
+pub(super) fn greeted_connections(addr: SocketAddr, count: usize) -> Result<Vec<Pending>, String> {
+    procstat::raise_nofile_limit();
+    let mut clients = Vec::with_capacity(count);
+    for i in 0..count {
+        let stream = connect_retrying(addr).map_err(|e| format!("connect #{i}: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(|e| e.to_string())?;
+        clients.push(Pending::new(stream));
+    }
+    // Every connection's first line is its greeting (PROTOCOL.md: "connect |
+    // the newcomer | `You are NAME`").
+    for (i, c) in clients.iter_mut().enumerate() {
+        let line = c.line().map_err(|e| format!("greeting #{i}: {e}"))?;
+        if !line.starts_with("You are ") {
+            return Err(format!("greeting #{i}: {line:?}"));
+        }
+    }
+    Ok(clients)
+}
+
 /// Connects, retrying a few times: a burst of 9,500 connects may overrun
 /// the listen backlog for a moment.
-pub(super) fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {
+fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {
     let mut tries = 0;
     loop {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
@@ -268,7 +286,7 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    pub(super) fn new(stream: TcpStream) -> Pending {
+    fn new(stream: TcpStream) -> Pending {
         Pending {
             stream,
             buf: Vec::new(),

@@ -148,10 +148,8 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
             growth as f64 / 1048576.0
         ),
     );
-    checks.check(server.alive(), "server alive");
-    checks.check(server.panic_count() == 0, "no panic in the log");
-    checks.check(server.stop(), "server exits 0 on SIGTERM");
-    checks.outcome()
+    checks.server_healthy(&mut server);
+    checks.stop_server(server)
 }
 
 impl Churner {

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::capacity::{Pending, Worker, connect_retrying};
+use super::capacity::{counts, gather, greeted_connections, spawn_workers};
 use super::{Checks, Outcome, start_chatd};
 use crate::line_client::LineClient;
 use crate::lines::find_newline;
@@ -128,13 +128,7 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
     let sampler = RssSampler::start(pid, Duration::from_millis(20));
 
     let started = Instant::now();
-    let mut workers = Vec::new();
-    let mut left = n;
-    while left > 0 {
-        let count = left.min(opts.per_process.max(1));
-        workers.push(Worker::spawn("crowd-child", server.addr, count).map_err(|e| e.to_string())?);
-        left -= count;
-    }
+    let mut workers = spawn_workers("crowd-child", server.addr, n, opts.per_process)?;
     let connected = gather(&mut workers, "ready")?;
     let connect_s = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
@@ -285,10 +279,8 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
                 .unwrap_or_default()
         ),
     );
-    checks.check(server.alive(), "server alive");
-    checks.check(server.panic_count() == 0, "no panic in the log");
-    checks.check(server.stop(), "server exits 0 on SIGTERM");
-    checks.outcome()
+    checks.server_healthy(&mut server);
+    checks.stop_server(server)
 }
 
 /// Whether `chatd` accepts `--max-outbound-total` (an older one exits 2 on
@@ -301,25 +293,6 @@ fn knows_total_flag(chatd: &Path, total: u64) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// How many clients each child holds.
-fn counts(n: usize, per_process: usize) -> Vec<usize> {
-    let per = per_process.max(1);
-    (0..n.div_ceil(per)).map(|i| per.min(n - i * per)).collect()
-}
-
-/// Reads one `WORD COUNT` report from every worker; returns the sum.
-fn gather(workers: &mut [Worker], word: &str) -> Result<usize, String> {
-    let mut sum = 0;
-    for w in workers {
-        let r = w.report().map_err(|e| format!("worker: {e}"))?;
-        sum += r
-            .strip_prefix(word)
-            .and_then(|c| c.trim().parse::<usize>().ok())
-            .ok_or_else(|| format!("worker: {r}"))?;
-    }
-    Ok(sum)
 }
 
 /// Reads everything the watcher gets, counting the crowd's last lines and
@@ -401,22 +374,7 @@ fn count_line(seen: &mut Watched, line: &[u8], line_bytes: usize) {
 /// numbered from OFFSET), `close` (read what is waiting, half-close, close),
 /// `quit`.
 pub fn child(addr: SocketAddr, count: usize) -> Outcome {
-    procstat::raise_nofile_limit();
-    let mut clients = Vec::with_capacity(count);
-    for i in 0..count {
-        let stream = connect_retrying(addr).map_err(|e| format!("connect #{i}: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(|e| e.to_string())?;
-        clients.push(Pending::new(stream));
-    }
-    // PROTOCOL.md: "connect | the newcomer | `You are NAME`".
-    for (i, c) in clients.iter_mut().enumerate() {
-        let line = c.line().map_err(|e| format!("greeting #{i}: {e}"))?;
-        if !line.starts_with("You are ") {
-            return Err(format!("greeting #{i}: {line:?}"));
-        }
-    }
+    let mut clients = greeted_connections(addr, count)?;
     let mut out = io::stdout().lock();
     let mut say = |text: String| -> Outcome {
         writeln!(out, "{text}").map_err(|e| e.to_string())?;

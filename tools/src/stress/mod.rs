@@ -21,10 +21,13 @@ mod rooms;
 mod slow;
 mod soak;
 
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use crate::chatd::{self, Chatd};
+use crate::procstat::ProcSample;
+use crate::report::mib;
 use args::{Command, Scenario};
 
 /// What a scenario returns: Ok, or which checks failed.
@@ -92,6 +95,20 @@ impl Checks {
         }
     }
 
+    /// The checks every scenario ends with on the server's health: it is
+    /// still running and its log shows no panic.
+    fn server_healthy(&mut self, server: &mut Chatd) {
+        self.check(server.alive(), "server alive");
+        self.check(server.panic_count() == 0, "no panic in the log");
+    }
+
+    /// Stops the server (exiting 0 on SIGTERM is the last check) and gives
+    /// the outcome.
+    fn stop_server(mut self, server: Chatd) -> Outcome {
+        self.check(server.stop(), "server exits 0 on SIGTERM");
+        self.outcome()
+    }
+
     /// Ok if every check passed.
     fn outcome(self) -> Outcome {
         if self.failed.is_empty() {
@@ -104,6 +121,70 @@ impl Checks {
             ))
         }
     }
+}
+
+/// Broken invariants seen during a run: how many, and the first few in
+/// full for the report.
+#[derive(Debug, Default)]
+struct Violations {
+    count: u64,
+    samples: Vec<String>,
+}
+
+impl Violations {
+    /// Counts one, keeping its text while fewer than `keep` are kept.
+    fn record(&mut self, what: String, keep: usize) {
+        self.count += 1;
+        if self.samples.len() < keep {
+            self.samples.push(what);
+        }
+    }
+
+    /// Prints the kept ones, one line each.
+    fn print(&self) {
+        for v in &self.samples {
+            println!("  violation: {v}");
+        }
+    }
+}
+
+/// Prints what the server cost over a run: RSS at the start, the peak
+/// sampled, VmHWM and RSS at the end, and its CPU time.
+fn print_server_cost(base: &ProcSample, peak: u64, end: &ProcSample) {
+    println!(
+        "  server RSS: start {}, peak {} (VmHWM {}), end {}; CPU {:.1} s",
+        mib(base.rss),
+        mib(peak),
+        mib(end.hwm),
+        mib(end.rss),
+        end.cpu_s
+    );
+}
+
+/// Writes as much of `buf` as a non-blocking `stream` takes now (up to
+/// `WouldBlock`, a 0-byte write or an error, retrying after `EINTR`);
+/// returns how many bytes went.
+fn write_some(stream: &mut impl Write, buf: &[u8]) -> usize {
+    let mut written = 0;
+    while written < buf.len() {
+        match stream.write(&buf[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    written
+}
+
+/// A connection's own address as text: the name chatd greets it with
+/// (PROTOCOL.md: "its peer address as printed by Rust's `SocketAddr`
+/// `Display`"); empty if the socket is gone.
+fn own_name(stream: Option<&mio::net::TcpStream>) -> String {
+    stream
+        .and_then(|s| s.local_addr().ok())
+        .map(|a| a.to_string())
+        .unwrap_or_default()
 }
 
 /// Extra chatd flags from `CHATSTRESS_CHATD_ARGS` (space-separated), for

@@ -49,7 +49,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -58,7 +58,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::rng::Rng;
-use super::{Checks, Outcome, start_chatd};
+use super::{Checks, Outcome, Violations, own_name, print_server_cost, start_chatd, write_some};
 use crate::chatd::{Chatd, UNTHROTTLED};
 use crate::line_client::who_header;
 use crate::lines::HistorySkip;
@@ -234,16 +234,12 @@ struct Stats {
     due_checked: u64,
     stays_closed: u64,
     unexpected_closes: u64,
-    violations: u64,
-    samples: Vec<String>,
+    violations: Violations,
 }
 
 impl Stats {
     fn violation(&mut self, what: String) {
-        self.violations += 1;
-        if self.samples.len() < SAMPLES {
-            self.samples.push(what);
-        }
+        self.violations.record(what, SAMPLES);
     }
 }
 
@@ -325,17 +321,8 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
         s.due_checked,
         s.stays_closed
     );
-    println!(
-        "  server RSS: start {}, peak {} (VmHWM {}), end {}; CPU {:.1} s",
-        mib(base.rss),
-        mib(peak),
-        mib(end.hwm),
-        mib(end.rss),
-        end.cpu_s
-    );
-    for v in &run.stats.samples {
-        println!("  violation: {v}");
-    }
+    print_server_cost(&base, peak, &end);
+    run.stats.violations.print();
     let clients = run.opts.clients;
     let s = &run.stats;
     let mut checks = Checks::default();
@@ -344,8 +331,8 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
         format!("{}/{clients} users connected", s.connects),
     );
     checks.check(
-        s.violations == 0,
-        format!("{} violations of the delivery rules", s.violations),
+        s.violations.count == 0,
+        format!("{} violations of the delivery rules", s.violations.count),
     );
     checks.check(
         s.unexpected_closes == 0,
@@ -357,11 +344,9 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
         format!("/rooms agrees with the users' own view ({sum} users in all = {clients})"),
     );
     checks.check(who_ok, "each room's `who` lists exactly the users there");
-    checks.check(server.alive(), "server alive");
-    checks.check(server.panic_count() == 0, "no panic in the log");
+    checks.server_healthy(&mut server);
     drop(run);
-    checks.check(server.stop(), "server exits 0 on SIGTERM");
-    checks.outcome()
+    checks.stop_server(server)
 }
 
 /// `r<N>`, or `lobby` for N = rooms.
@@ -569,7 +554,7 @@ impl Run {
             s.joins,
             s.chats,
             s.delivered,
-            s.violations,
+            s.violations.count,
             mib(server.sample().rss)
         );
     }
@@ -689,15 +674,7 @@ impl Run {
         let Some(stream) = c.stream.as_mut() else {
             return;
         };
-        let mut written = 0;
-        while written < c.wbuf.len() {
-            match stream.write(&c.wbuf[written..]) {
-                Ok(0) => break,
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
+        let written = write_some(stream, &c.wbuf);
         if written == 0 {
             return;
         }
@@ -820,12 +797,7 @@ impl Run {
         let now = Instant::now();
         self.in_flight -= 1;
         let c = &mut self.clients[i];
-        c.name = c
-            .stream
-            .as_ref()
-            .and_then(|s| s.local_addr().ok())
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        c.name = own_name(c.stream.as_ref());
         // PROTOCOL.md: "connect | the newcomer | `You are NAME`", the name
         // being "its peer address as printed by Rust's `SocketAddr`".
         if line != format!("You are {}", c.name).as_bytes() {
@@ -1214,7 +1186,7 @@ mod tests {
     }
 
     fn violations(run: &Run) -> u64 {
-        run.stats.violations
+        run.stats.violations.count
     }
 
     #[test]
@@ -1226,7 +1198,7 @@ mod tests {
             run.chat_line(1, 0, q, 12 + 10 * k);
         }
         run.close_stay(1, 100);
-        assert_eq!(violations(&run), 0, "{:?}", run.stats.samples);
+        assert_eq!(violations(&run), 0, "{:?}", run.stats.violations.samples);
         assert_eq!(run.stats.due_checked, 3);
     }
 
@@ -1238,7 +1210,7 @@ mod tests {
         said(&mut run, 0, 20, 21);
         run.chat_line(1, 0, q, 12);
         run.close_stay(1, 100);
-        assert_eq!(violations(&run), 1, "{:?}", run.stats.samples);
+        assert_eq!(violations(&run), 1, "{:?}", run.stats.violations.samples);
     }
 
     #[test]
@@ -1282,7 +1254,7 @@ mod tests {
         run.chat_line(1, 0, first, 12);
         run.chat_line(1, 0, third, 32);
         run.close_stay(1, 100);
-        assert_eq!(violations(&run), 0, "{:?}", run.stats.samples);
+        assert_eq!(violations(&run), 0, "{:?}", run.stats.violations.samples);
     }
 
     #[test]
@@ -1312,7 +1284,7 @@ mod tests {
         let q = said(&mut run, 0, 10, 11);
         run.chat_line(1, 0, q, 12);
         run.close_stay(1, 100);
-        assert_eq!(violations(&run), 0, "{:?}", run.stats.samples);
+        assert_eq!(violations(&run), 0, "{:?}", run.stats.violations.samples);
         assert_eq!(run.stats.due_checked, 1);
     }
 

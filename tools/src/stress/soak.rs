@@ -16,7 +16,7 @@
 //! left over, and its RSS is back near where it started.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::SockRef;
 
 use super::rng::Rng;
-use super::{Checks, Outcome, start_chatd};
+use super::{Checks, Outcome, Violations, own_name, print_server_cost, start_chatd, write_some};
 use crate::chatd::{Chatd, UNTHROTTLED};
 use crate::line_client::LineClient;
 use crate::lines::HistorySkip;
@@ -138,18 +138,14 @@ struct Stats {
     leaves_quit: u64,
     leaves_abrupt: u64,
     verified_leaves: u64,
-    violations: u64,
+    violations: Violations,
     unexpected_closes: u64,
-    samples: Vec<String>,
 }
 
 impl Stats {
     /// Counts a broken invariant, keeping the first ten for the report.
     fn violation(&mut self, what: String) {
-        self.violations += 1;
-        if self.samples.len() < 10 {
-            self.samples.push(what);
-        }
+        self.violations.record(what, 10);
     }
 }
 
@@ -220,21 +216,12 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
         "  leaves: {} closed, {} /quit, {} reset; {} graceful leaves fully verified",
         s.leaves_graceful, s.leaves_quit, s.leaves_abrupt, s.verified_leaves
     );
-    println!(
-        "  server RSS: start {}, peak {} (VmHWM {}), end {}; CPU {:.1} s",
-        mib(base.rss),
-        mib(peak),
-        mib(end.hwm),
-        mib(end.rss),
-        end.cpu_s
-    );
-    for v in &s.samples {
-        println!("  violation: {v}");
-    }
+    print_server_cost(&base, peak, &end);
+    s.violations.print();
     let mut checks = Checks::default();
     checks.check(
-        s.violations == 0,
-        format!("{} consistency violations", s.violations),
+        s.violations.count == 0,
+        format!("{} consistency violations", s.violations.count),
     );
     checks.check(
         s.unexpected_closes == 0,
@@ -253,10 +240,8 @@ pub fn run(chatd: &Path, opts: Options) -> Outcome {
             mib(base.rss)
         ),
     );
-    checks.check(server.alive(), "server alive");
-    checks.check(server.panic_count() == 0, "no panic in the log");
-    checks.check(server.stop(), "server exits 0 on SIGTERM");
-    checks.outcome()
+    checks.server_healthy(&mut server);
+    checks.stop_server(server)
 }
 
 impl Soak {
@@ -334,7 +319,7 @@ impl Soak {
                     now.duration_since(started).as_secs_f64(),
                     self.stats.chats,
                     self.stats.delivered,
-                    self.stats.violations,
+                    self.stats.violations.count,
                     mib(server.sample().rss)
                 );
                 next_report = now + Duration::from_secs(10);
@@ -477,17 +462,7 @@ impl Soak {
         let Some(stream) = c.stream.as_mut() else {
             return;
         };
-        let mut written = 0;
-        while written < c.wbuf.len() {
-            match stream.write(&c.wbuf[written..]) {
-                Ok(0) => break,
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
-                Err(_) => break,
-            }
-        }
+        let written = write_some(stream, &c.wbuf);
         if written == 0 {
             return;
         }
@@ -567,12 +542,7 @@ impl Soak {
         let state = self.clients[i].state;
         if state == State::Greeting {
             let c = &mut self.clients[i];
-            let name = c
-                .stream
-                .as_ref()
-                .and_then(|s| s.local_addr().ok())
-                .map(|a| a.to_string())
-                .unwrap_or_default();
+            let name = own_name(c.stream.as_ref());
             // PROTOCOL.md: "connect | the newcomer | `You are NAME`, then
             // the lobby's history", the name being "its peer address as
             // printed by Rust's `SocketAddr` `Display`".
