@@ -45,6 +45,8 @@ struct LogWatch {
     tail: Mutex<VecDeque<String>>,
     /// The address of `metrics listening on ADDR`, once logged.
     metrics: Mutex<Option<SocketAddr>>,
+    /// The address of the first `tls listening on ADDR`, once logged.
+    tls: Mutex<Option<SocketAddr>>,
 }
 
 /// A running chatd child process.
@@ -143,6 +145,11 @@ impl Chatd {
                 {
                     metrics.get_or_insert(addr);
                 }
+                if let Some(addr) = tls_addr(&line)
+                    && let Ok(mut tls) = watch.tls.lock()
+                {
+                    tls.get_or_insert(addr);
+                }
                 if let Ok(mut tail) = watch.tail.lock() {
                     if tail.len() == TAIL_LINES {
                         tail.pop_front();
@@ -199,16 +206,13 @@ impl Chatd {
     /// The address of chatd's metrics endpoint (`--metrics ADDR`), waiting
     /// up to `timeout` for its log line; `None` if it never came.
     pub fn metrics_addr(&self, timeout: Duration) -> Option<SocketAddr> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(addr) = self.log.metrics.lock().ok().and_then(|m| *m) {
-                return Some(addr);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(&self.log.metrics, timeout)
+    }
+
+    /// The address of chatd's first TLS listener (`--tls-listen ADDR`),
+    /// waiting up to `timeout` for its log line; `None` if it never came.
+    pub fn tls_addr(&self, timeout: Duration) -> Option<SocketAddr> {
+        wait_for(&self.log.tls, timeout)
     }
 
     /// True while the process runs.
@@ -268,13 +272,29 @@ impl Drop for Chatd {
     }
 }
 
+/// The address in `slot` once the log thread has put one there, waiting up
+/// to `timeout`.
+fn wait_for(slot: &Mutex<Option<SocketAddr>>, timeout: Duration) -> Option<SocketAddr> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(addr) = slot.lock().ok().and_then(|m| *m) {
+            return Some(addr);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The address in a chatd log line `... listening on 127.0.0.1:41234`.
 ///
 /// PROTOCOL.md: "At start the server logs a line containing `listening on
 /// ADDR` for each listener, with the real bound address, so that scripts can
 /// start it on port 0 and read the port (v2: `tls listening on ADDR` for TLS
 /// listeners and `metrics listening on ADDR` for the metrics listener)". The
-/// tools speak plain text, so those two are skipped.
+/// chat address is the first plain listener's, so those two are skipped
+/// here ([`tls_addr`] and [`metrics_addr`] read them).
 fn listening_addr(line: &str) -> Option<SocketAddr> {
     const MARK: &str = "listening on ";
     let at = line.find(MARK)?;
@@ -292,9 +312,18 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
 /// The address in a chatd log line `... metrics listening on ADDR`
 /// (PROTOCOL.md, as quoted above).
 fn metrics_addr(line: &str) -> Option<SocketAddr> {
-    const MARK: &str = "metrics listening on ";
-    let at = line.find(MARK)?;
-    line[at + MARK.len()..]
+    addr_after(line, "metrics listening on ")
+}
+
+/// The address in a chatd log line `... tls listening on ADDR`
+/// (PROTOCOL.md, as quoted above).
+fn tls_addr(line: &str) -> Option<SocketAddr> {
+    addr_after(line, "tls listening on ")
+}
+
+fn addr_after(line: &str, mark: &str) -> Option<SocketAddr> {
+    let at = line.find(mark)?;
+    line[at + mark.len()..]
         .split_whitespace()
         .next()?
         .parse()
@@ -323,5 +352,11 @@ mod tests {
             Some(SocketAddr::from(([127, 0, 0, 1], 9)))
         );
         assert_eq!(metrics_addr(line), None);
+        assert_eq!(
+            tls_addr("INFO [chatd::server] tls listening on 127.0.0.1:8443"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8443)))
+        );
+        assert_eq!(tls_addr(line), None);
+        assert_eq!(tls_addr("INFO metrics listening on 127.0.0.1:1"), None);
     }
 }

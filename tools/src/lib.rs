@@ -20,7 +20,8 @@
 //!           metrics (the same figures over HTTP from chatd's /metrics)
 //!           line_client (blocking client)        lines (line splitting)
 //!           stats, report (figures and tables)   reference (the split the
-//!           background (a thread until stopped)   server must agree with)
+//!           tls (rustls client config,            server must agree with)
+//!                a throwaway certificate)        background (a thread until stopped)
 //! ```
 //!
 //! The server's tests use this library too: `tests/hostile.rs` and the fuzz
@@ -38,3 +39,4 @@ pub mod reference;
 pub mod report;
 pub mod stats;
 pub mod stress;
+pub mod tls;

@@ -31,6 +31,15 @@ fn chatload_help_and_usage_errors() {
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
     assert!(text(&help.stdout).contains("--metrics URL"));
     assert!(text(&help.stdout).contains("--scrape-ms N"));
+
+    // TLS flags: --ca only with TLS clients, a storm needs a TLS address.
+    for flag in ["--tls", "--ca FILE", "--tls-storm N", "[--tls]"] {
+        assert!(text(&help.stdout).contains(flag), "help lacks {flag}");
+    }
+    let bad = run(bin, &["--ca", "/tmp/ca.pem"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    let bad = run(bin, &["--tls-storm", "10"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
 }
 
 #[test]

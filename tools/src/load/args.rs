@@ -55,6 +55,10 @@ pub struct Options {
     pub ladder_factor: f64,
     /// Most ladder steps.
     pub ladder_max_steps: usize,
+    /// How many times a bad ladder step is repeated at the same rate before
+    /// the previous rate is declared the saturation point (one bad step on a
+    /// shared machine may be a neighbour's burst).
+    pub ladder_retries: u32,
     /// A ladder step whose p99 latency is above this fails.
     pub p99_bound: Duration,
     /// Extra clients that connect and never read.
@@ -91,6 +95,23 @@ pub struct Options {
     pub runs: usize,
     /// No progress line on stderr.
     pub quiet: bool,
+    /// Every client speaks TLS (to `--addr`, or to the TLS listener of the
+    /// chatd this tool starts); `suite --tls` runs the TLS scenarios.
+    pub tls: bool,
+    /// Verify the server's certificate against this PEM file; without it
+    /// any certificate is accepted (test-only).
+    pub ca: Option<PathBuf>,
+    /// The name sent as SNI, and checked against the certificate with `--ca`.
+    pub server_name: String,
+    /// TLS clients that connect all at once during the (first) step, from a
+    /// second client loop in this process: a handshake storm beside the
+    /// measured chat.
+    pub storm: usize,
+    /// When the storm starts, after the step's first line.
+    pub storm_after: Duration,
+    /// Where the storm connects (default: the TLS listener of the chatd
+    /// this tool starts, or `--addr` with `--tls`).
+    pub storm_addr: Option<SocketAddr>,
 }
 
 impl Default for Options {
@@ -110,6 +131,7 @@ impl Default for Options {
             ladder: false,
             ladder_factor: 1.5,
             ladder_max_steps: 12,
+            ladder_retries: 1,
             p99_bound: Duration::from_millis(100),
             slow: 0,
             server_pid: None,
@@ -125,6 +147,12 @@ impl Default for Options {
             only: Vec::new(),
             runs: 1,
             quiet: false,
+            tls: false,
+            ca: None,
+            server_name: crate::tls::TEST_NAME.to_string(),
+            storm: 0,
+            storm_after: Duration::from_millis(1500),
+            storm_addr: None,
         }
     }
 }
@@ -133,8 +161,9 @@ impl Default for Options {
 pub const USAGE: &str = "\
 usage: chatload [fanout] [OPTIONS]     load one server (default 127.0.0.1:8000)
        chatload suite [--chatd PATH] [--quick] [--runs K] [--only N]... [--json]
-                      [--chatd-arg ARG]... [--scrape-ms N]
-       chatload smoke [--chatd PATH]   CI check: 50 clients, 5 senders, 200 lines/s, 2 s
+                      [--chatd-arg ARG]... [--scrape-ms N] [--tls]
+       chatload smoke [--chatd PATH] [--tls]
+                                       CI check: 50 clients, 5 senders, 200 lines/s, 2 s
 
 fanout options:
   --addr ADDR                server address              [127.0.0.1:8000]
@@ -150,6 +179,7 @@ fanout options:
   --ladder                   raise the rate until delivery or p99 fails
   --ladder-factor F          rate multiplier per step    [1.5]
   --ladder-steps N           at most N steps             [12]
+  --ladder-retries N         retries of a bad step       [1]
   --p99-bound-ms MS          ladder p99 bound            [100]
   --slow N                   extra clients that never read
   --server-pid PID           sample server CPU and RSS from /proc
@@ -165,10 +195,24 @@ fanout options:
   --check                    exit 1 unless every expected line arrived, in order
   --json                     print one JSON object on stdout
   --quiet                    no progress line on stderr
+TLS (rustls; with --chatd, chatload makes a self-signed certificate and
+starts chatd with --tls-listen 127.0.0.1:0 --tls-cert ... --tls-key ...):
+  --tls                      every client speaks TLS to --addr (or chatd's TLS port)
+  --ca FILE                  verify the certificate against FILE (PEM); without
+                             it ANY certificate is accepted (test-only)
+  --server-name NAME         SNI, and the name checked with --ca [localhost]
+  --tls-storm N              N TLS clients connect at once during the step, from a
+                             second client loop (they /join a room of their own)
+  --storm-after SECS         storm start, after the step's start [1.5]
+  --storm-addr ADDR          TLS address for the storm (default: chatd's TLS port
+                             with --chatd, --addr with --tls)
 suite options:
   --quick                    seconds-long smoke of every scenario
   --runs K                   repeat each scenario, report median and min-max
-  --only N                   run scenario N only (repeatable; 6 is measured by 1)";
+  --only N                   run scenario N only (repeatable; 6 is measured by 1)
+  --tls                      the TLS set instead, plain and TLS side by side:
+                             1 connect 10k, 2 handshakes/s, 3 idle RSS,
+                             4 ladder, 5 TLS storm beside plain chat";
 
 /// Parses `std::env::args`.
 pub fn parse() -> Result<Options, String> {
@@ -212,6 +256,7 @@ where
             Long("ladder") => o.ladder = true,
             Long("ladder-factor") => o.ladder_factor = value(&mut parser)?,
             Long("ladder-steps") => o.ladder_max_steps = value(&mut parser)?,
+            Long("ladder-retries") => o.ladder_retries = value(&mut parser)?,
             Long("p99-bound-ms") => {
                 o.p99_bound = Duration::from_secs_f64(value::<f64>(&mut parser)? / 1000.0)
             }
@@ -246,6 +291,18 @@ where
             Long("only") => o.only.push(value(&mut parser)?),
             Long("runs") => o.runs = value::<usize>(&mut parser)?.max(1),
             Long("quiet") => o.quiet = true,
+            Long("tls") => o.tls = true,
+            Long("ca") => o.ca = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?)),
+            Long("server-name") => {
+                o.server_name = parser
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .to_string_lossy()
+                    .into_owned()
+            }
+            Long("tls-storm") => o.storm = value(&mut parser)?,
+            Long("storm-after") => o.storm_after = secs(&mut parser)?,
+            Long("storm-addr") => o.storm_addr = Some(value(&mut parser)?),
             _ => return Err(arg.unexpected().to_string()),
         }
     }
@@ -257,6 +314,17 @@ where
     }
     if o.mode == Mode::Fanout && o.senders > o.clients {
         return Err("--senders cannot exceed --clients".into());
+    }
+    if o.ca.is_some() && !o.tls && o.storm == 0 && o.mode != Mode::Suite {
+        return Err("--ca is for TLS clients: give --tls or --tls-storm N".into());
+    }
+    if o.mode == Mode::Fanout
+        && o.storm > 0
+        && o.chatd.is_none()
+        && o.storm_addr.is_none()
+        && !o.tls
+    {
+        return Err("--tls-storm needs a TLS address: --storm-addr ADDR, --tls, or --chatd".into());
     }
     if o.metrics.is_some() && (o.server_pid.is_some() || o.chatd.is_some()) {
         return Err("--metrics reads a server this tool did not start: \
@@ -358,6 +426,37 @@ mod tests {
         assert!(parse_from(["--metrics", "127.0.0.1:1", "--server-pid", "1"]).is_err());
         assert!(parse_from(["--metrics", "https://127.0.0.1:1/"]).is_err());
         assert!(parse_from(["--scrape-ms", "0"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let o = parse_from([
+            "--tls",
+            "--ca",
+            "/tmp/ca.pem",
+            "--server-name",
+            "chat.example",
+        ])
+        .expect("parses");
+        assert!(o.tls);
+        assert_eq!(o.ca, Some(PathBuf::from("/tmp/ca.pem")));
+        assert_eq!(o.server_name, "chat.example");
+        assert_eq!(Options::default().server_name, "localhost");
+        let o = parse_from([
+            "--tls-storm",
+            "1000",
+            "--storm-after",
+            "0.5",
+            "--storm-addr",
+            "127.0.0.1:8443",
+        ])
+        .expect("parses");
+        assert_eq!(o.storm, 1000);
+        assert_eq!(o.storm_after, Duration::from_millis(500));
+        assert!(parse_from(["--tls-storm", "10"]).is_err());
+        assert!(parse_from(["--tls-storm", "10", "--chatd", "/bin/true"]).is_ok());
+        assert!(parse_from(["--ca", "/tmp/ca.pem"]).is_err());
+        assert!(parse_from(["suite", "--tls"]).expect("parses").tls);
     }
 
     #[test]

@@ -11,7 +11,10 @@
 //! timing honest (senders pace with the poll timeout, never `sleep`).
 //!
 //! ```text
-//! args --> scenario (fanout / ladder) --> swarm (mio loop of clients)
+//! args --> scenario (fanout / ladder) --> swarm (mio loop of clients,
+//!   |                     |                  plain or TLS: client::Conn)
+//!   |                     \--> storm (a second swarm on a thread: TLS
+//!   |                           clients all at once during a step)
 //!   \--> suite / smoke --> chatd (child process) + scenario
 //!                           marker, tally, procstat --> report
 //! ```
@@ -20,6 +23,7 @@ mod args;
 mod client;
 mod marker;
 mod scenario;
+mod storm;
 mod suite;
 mod swarm;
 mod tally;

@@ -8,27 +8,31 @@
 //! samples come from `/proc/PID` when the server's pid is known, or else
 //! from its `/metrics` page (`--metrics URL`), which also tells chatd's
 //! longest loop iteration; with `--scrape-ms` the page is also fetched
-//! every N ms throughout, to measure what scraping costs.
+//! every N ms throughout, to measure what scraping costs. A fourth sample,
+//! right after the connect phase, gives the server's CPU per connect (over
+//! TLS: per handshake).
+//!
+//! With `--tls` the clients speak TLS; with `--tls-storm N` a second swarm
+//! opens N TLS connections at once during the first step (see `storm.rs`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::args::Options;
+use super::storm::{Storm, StormPlan, StormReport};
 use super::swarm::{ConnectReport, StepPlan, Swarm, SwarmConfig};
 use super::tally::StepResult;
 use crate::chatd::{self, Chatd};
 use crate::metrics::{self, MetricsUrl, ScrapeStats, Scraper};
 use crate::procstat::{self, ProcSample};
 use crate::report::{self, Obj};
+use crate::tls::{TestCert, TlsClient};
 
 /// Receivers × senders up to which order is always checked (it costs one
 /// word per pair).
 const ORDER_CHECK_PAIRS: usize = 1_000_000;
 /// Time for the server's batched notices to drain before sampling memory.
 const SETTLE: Duration = Duration::from_millis(300);
-/// How many times a bad ladder step is repeated at the same rate before the
-/// previous rate is declared the saturation point.
-const LADDER_RETRIES: u32 = 1;
 /// A ladder step is good only if the senders kept at least this share of
 /// the target rate (otherwise the rate was not really offered).
 const LADDER_MIN_PACE: f64 = 0.95;
@@ -37,6 +41,68 @@ const LADDER_MIN_DELIVERED: f64 = 0.999;
 
 /// How long one scrape of `/metrics` may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long chatd gets to log its TLS listener after its plain one.
+const TLS_LOG_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a session's clients connect.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// The swarm's address: a plain listener, or with `--tls` a TLS one.
+    pub addr: SocketAddr,
+    /// The TLS listener a `--tls-storm` connects to.
+    pub storm_addr: Option<SocketAddr>,
+}
+
+impl Target {
+    /// A server this tool did not start: `--addr`, and for the storm
+    /// `--storm-addr` (or `--addr` itself with `--tls`).
+    pub fn given(o: &Options) -> Target {
+        Target {
+            addr: o.addr,
+            storm_addr: o.storm_addr.or(if o.tls { Some(o.addr) } else { None }),
+        }
+    }
+}
+
+/// Whether a chatd started for `o` needs a TLS listener (and so a
+/// certificate).
+pub fn needs_tls_listener(o: &Options) -> bool {
+    o.tls || o.storm > 0
+}
+
+/// Starts chatd at `path` with `o`'s flags, plus a TLS listener on a free
+/// port with `cert` when given, and says where the session connects.
+pub fn start_chatd(
+    path: &std::path::Path,
+    o: &Options,
+    cert: Option<&TestCert>,
+) -> Result<(Chatd, Target), String> {
+    if needs_tls_listener(o) && cert.is_none() {
+        return Err("TLS clients need a certificate for the chatd started".into());
+    }
+    let mut flags = o.chatd_flags();
+    if let Some(cert) = cert {
+        flags.extend(cert.chatd_flags());
+    }
+    let server = Chatd::start(path, flags)?;
+    let tls = match cert {
+        Some(_) => Some(server.tls_addr(TLS_LOG_TIMEOUT).ok_or_else(|| {
+            format!(
+                "chatd logged no `tls listening on ADDR` line; last log lines:\n{}",
+                server.log_tail()
+            )
+        })?),
+        None => None,
+    };
+    let target = Target {
+        addr: match tls {
+            Some(addr) if o.tls => addr,
+            _ => server.addr,
+        },
+        storm_addr: o.storm_addr.or(tls),
+    };
+    Ok((server, target))
+}
 
 /// Where a session reads the server's cost.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +125,15 @@ pub struct ServerCost {
     pub loop_busy_after_s: Option<f64>,
     /// Before the first connect.
     pub before: ProcSample,
+    /// Right after the connect phase.
+    pub after_connect: ProcSample,
+    /// Server CPU seconds during the connect phase.
+    pub connect_cpu_s: f64,
+    /// ... per connection made (over TLS: per handshake), in µs.
+    pub connect_cpu_us: f64,
+    /// Share of one core the server used during the connect phase (100 =
+    /// the server was the bottleneck).
+    pub connect_busy_pct: f64,
     /// Once every client was registered and the room had settled.
     pub connected: ProcSample,
     /// After the last step.
@@ -97,6 +172,10 @@ pub struct SessionReport {
     pub server: Option<ServerCost>,
     /// What the scrapes every `--scrape-ms` did.
     pub scrapes: Option<ScrapeStats>,
+    /// What the `--tls-storm` did.
+    pub storm: Option<StormReport>,
+    /// The clients spoke TLS.
+    pub tls: bool,
     /// Why the session is not a pass, for `--check` (empty = pass).
     pub problems: Vec<String>,
 }
@@ -117,15 +196,23 @@ pub fn run_cli(o: &Options) -> u8 {
         eprintln!("chatload: open-file limit {soft} (hard {hard}) is below the {needed} needed");
     }
     let mut server: Option<Chatd> = None;
-    let mut addr = o.addr;
+    let mut target = Target::given(o);
     let mut view = ServerView {
         pid: o.server_pid,
         metrics: o.metrics.clone(),
     };
+    // Kept until chatd is stopped: it reads the files again on SIGHUP.
+    let mut cert: Option<TestCert> = None;
     if let Some(path) = &o.chatd {
-        match chatd::locate(Some(path)).and_then(|p| Chatd::start(&p, o.chatd_flags())) {
-            Ok(c) => {
-                addr = c.addr;
+        let started = chatd::locate(Some(path)).and_then(|p| {
+            if needs_tls_listener(o) {
+                cert = Some(TestCert::generate()?);
+            }
+            start_chatd(&p, o, cert.as_ref())
+        });
+        match started {
+            Ok((c, t)) => {
+                target = t;
                 view = started_view(&c, o);
                 server = Some(c);
             }
@@ -139,7 +226,7 @@ pub fn run_cli(o: &Options) -> u8 {
         eprintln!("chatload: --scrape-ms needs --metrics URL (or --chatd, which starts one)");
         return 2;
     }
-    let report = run_session(o, addr, &view);
+    let report = run_session(o, &target, &view);
     if o.json {
         println!("{}", session_json(o, &report));
     } else {
@@ -148,6 +235,7 @@ pub fn run_cli(o: &Options) -> u8 {
     if let Some(c) = server {
         c.stop();
     }
+    drop(cert);
     let failed = if o.check {
         !report.problems.is_empty()
     } else {
@@ -204,19 +292,33 @@ fn sample_server(view: &ServerView) -> Result<(ProcSample, Option<f64>), String>
     }
 }
 
-/// Runs one session with the options' numbers against `addr`.
-pub fn run_session(o: &Options, addr: SocketAddr, view: &ServerView) -> SessionReport {
+/// Runs one session with the options' numbers against `target`.
+pub fn run_session(o: &Options, target: &Target, view: &ServerView) -> SessionReport {
     let mut rep = SessionReport {
         clients: o.clients,
         slow: o.slow,
+        tls: o.tls,
         ..SessionReport::default()
     };
+    let tls = if needs_tls_listener(o) {
+        match TlsClient::new(o.ca.as_deref(), &o.server_name) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                rep.problems.push(e);
+                return rep;
+            }
+        }
+    } else {
+        None
+    };
     let cfg = SwarmConfig {
-        addr,
+        addr: target.addr,
         name_first: o.name_first,
         no_self_echo: o.no_self_echo,
         check_order: o.check || o.clients.saturating_mul(o.senders) <= ORDER_CHECK_PAIRS,
         progress: !o.quiet,
+        tls: if o.tls { tls.clone() } else { None },
+        join_room: None,
     };
     let mut swarm = match Swarm::new(cfg) {
         Ok(s) => s,
@@ -245,7 +347,12 @@ pub fn run_session(o: &Options, addr: SocketAddr, view: &ServerView) -> SessionR
         _ => None,
     };
 
+    // The connect phase's CPU is short: read it in nanoseconds when the
+    // server is a process here.
+    let cpu_ns_before = view.pid.and_then(procstat::cpu_ns);
     rep.connect = swarm.connect(o.clients, o.slow, o.connect_concurrency, o.connect_timeout);
+    let cpu_ns_after = view.pid.and_then(procstat::cpu_ns);
+    let after_connect = sample("after connecting", &mut rep);
     if rep.connect.failed > 0 {
         rep.problems.push(format!(
             "{} of {} connects failed (first error: {})",
@@ -282,7 +389,7 @@ pub fn run_session(o: &Options, addr: SocketAddr, view: &ServerView) -> SessionR
     } else {
         1
     };
-    let mut retries_left = LADDER_RETRIES;
+    let mut retries_left = o.ladder_retries;
     for step in 0..steps {
         let plan = StepPlan {
             step: step as u32,
@@ -292,7 +399,40 @@ pub fn run_session(o: &Options, addr: SocketAddr, view: &ServerView) -> SessionR
             payload: o.payload,
             grace: o.grace,
         };
+        // The storm blows during the first step only.
+        let storm = match (step, o.storm, target.storm_addr, &tls) {
+            (0, 1.., Some(addr), Some(tls)) => Some(Storm::start(StormPlan {
+                addr,
+                tls: tls.clone(),
+                clients: o.storm,
+                after: o.storm_after,
+                timeout: o.connect_timeout,
+                pid: view.pid,
+            })),
+            (0, 1.., _, _) => {
+                rep.problems
+                    .push("--tls-storm: no TLS address to storm".into());
+                None
+            }
+            _ => None,
+        };
         let r = swarm.run_step(&plan);
+        if let Some(storm) = storm {
+            match storm.finish() {
+                Ok(s) => {
+                    if s.connect.failed > 0 {
+                        rep.problems.push(format!(
+                            "storm: {} of {} TLS connects failed (first error: {})",
+                            s.connect.failed,
+                            s.connect.attempted,
+                            s.connect.first_error.as_deref().unwrap_or("?")
+                        ));
+                    }
+                    rep.storm = Some(s);
+                }
+                Err(e) => rep.problems.push(format!("storm: {e}")),
+            }
+        }
         let good = r.delivered_fraction() >= LADDER_MIN_DELIVERED
             && r.achieved_rate >= LADDER_MIN_PACE * r.rate
             && r.p99_ms <= o.p99_bound.as_secs_f64() * 1000.0
@@ -325,7 +465,7 @@ pub fn run_session(o: &Options, addr: SocketAddr, view: &ServerView) -> SessionR
             break;
         }
         rep.saturation = Some(rep.steps.len() - 1);
-        retries_left = LADDER_RETRIES;
+        retries_left = o.ladder_retries;
         rate *= o.ladder_factor;
         if step + 1 == steps {
             rep.ladder_capped = true;
@@ -334,11 +474,19 @@ pub fn run_session(o: &Options, addr: SocketAddr, view: &ServerView) -> SessionR
     let after = sample("after the run", &mut rep);
     rep.scrapes = scraper.map(Scraper::finish);
 
-    if let (Some((before, busy_before)), Some((connected, _)), Some((after, busy_after))) =
-        (before, connected, after)
+    if let (
+        Some((before, busy_before)),
+        Some((after_connect, _)),
+        Some((connected, _)),
+        Some((after, busy_after)),
+    ) = (before, after_connect, connected, after)
     {
         let received: u64 = rep.steps.iter().map(|s| s.counts.received).sum();
         let cpu_s = after.cpu_s - connected.cpu_s;
+        let connect_cpu_s = match (cpu_ns_before, cpu_ns_after) {
+            (Some(b), Some(a)) => a.saturating_sub(b) as f64 / 1e9,
+            _ => after_connect.cpu_s - before.cpu_s,
+        };
         rep.server = Some(ServerCost {
             source: if view.pid.is_some() {
                 "/proc"
@@ -348,6 +496,10 @@ pub fn run_session(o: &Options, addr: SocketAddr, view: &ServerView) -> SessionR
             loop_busy_before_s: busy_before,
             loop_busy_after_s: busy_after,
             before,
+            after_connect,
+            connect_cpu_s,
+            connect_cpu_us: 1e6 * connect_cpu_s / rep.connect.connected.max(1) as f64,
+            connect_busy_pct: 100.0 * connect_cpu_s / rep.connect.elapsed_s.max(1e-9),
             connected,
             after,
             rss_per_conn: (connected.rss as f64 - before.rss as f64)
@@ -368,12 +520,19 @@ pub fn run_session(o: &Options, addr: SocketAddr, view: &ServerView) -> SessionR
 pub fn session_text(o: &Options, r: &SessionReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "connect: {}/{} clients ({} slow) in {:.2}s = {} conn/s, {} failed{}\n",
+        "connect{}: {}/{} clients ({} slow) in {:.2}s = {} conn/s{}, {} failed{}\n",
+        if r.tls { " (TLS)" } else { "" },
         r.connect.connected,
         r.connect.attempted,
         r.slow,
         r.connect.elapsed_s,
         report::si(r.connect.rate),
+        // Too short a phase for a CPU share to mean anything.
+        if r.connect.elapsed_s >= 0.1 {
+            format!(" (chatload {:.0} % CPU)", r.connect.tool_cpu_pct)
+        } else {
+            String::new()
+        },
         r.connect.failed,
         r.connect
             .first_error
@@ -454,6 +613,13 @@ pub fn session_text(o: &Options, r: &SessionReport) -> String {
             c.cpu_s,
             c.cpu_s_per_million
         ));
+        out.push_str(&format!(
+            "server CPU while connecting: {:.2}s = {:.1} µs per {} ({:.0} % of one core)\n",
+            c.connect_cpu_s,
+            c.connect_cpu_us,
+            if r.tls { "handshake" } else { "connect" },
+            c.connect_busy_pct
+        ));
         if let Some(after) = c.loop_busy_after_s {
             out.push_str(&format!(
                 "server: longest loop iteration {:.2} ms since it started ({})\n",
@@ -482,6 +648,24 @@ pub fn session_text(o: &Options, r: &SessionReport) -> String {
             s.max_s * 1000.0
         ));
     }
+    if let Some(s) = &r.storm {
+        out.push_str(&format!(
+            "TLS storm: {} clients at once, {:.2}s into the step: {} connected in {:.2}s \
+             ({} handshakes/s), {} failed{}\n",
+            s.clients,
+            s.started_s,
+            s.connect.connected,
+            s.connect.elapsed_s,
+            report::si(s.connect.rate),
+            s.connect.failed,
+            s.server_cpu_s
+                .map(|cpu| format!(
+                    "; server CPU meanwhile {cpu:.3}s = {:.0} µs per handshake (chat included)",
+                    1e6 * cpu / s.connect.connected.max(1) as f64
+                ))
+                .unwrap_or_default()
+        ));
+    }
     if o.check {
         if r.problems.is_empty() {
             out.push_str("check: PASS (every expected delivery arrived, once, in order)\n");
@@ -497,6 +681,7 @@ pub fn session_json(o: &Options, r: &SessionReport) -> String {
     let steps = report::array(r.steps.iter().map(step_json));
     let mut obj = Obj::new()
         .str("mode", "fanout")
+        .bool("tls", r.tls)
         .int("clients", r.clients as u64)
         .int("slow", r.slow as u64)
         .int("senders", o.senders as u64)
@@ -509,6 +694,7 @@ pub fn session_json(o: &Options, r: &SessionReport) -> String {
                 .int("failed", r.connect.failed as u64)
                 .num("seconds", r.connect.elapsed_s)
                 .num("per_second", r.connect.rate)
+                .num("tool_cpu_percent", r.connect.tool_cpu_pct)
                 .finish(),
         )
         .num("register_seconds", r.register_s.unwrap_or(f64::NAN))
@@ -518,6 +704,20 @@ pub fn session_json(o: &Options, r: &SessionReport) -> String {
         obj = obj
             .raw("saturation", &step_json(&r.steps[i]))
             .bool("ladder_capped", r.ladder_capped);
+    }
+    if let Some(s) = &r.storm {
+        obj = obj.raw(
+            "storm",
+            &Obj::new()
+                .int("clients", s.clients as u64)
+                .num("started_seconds", s.started_s)
+                .int("connected", s.connect.connected as u64)
+                .int("failed", s.connect.failed as u64)
+                .num("seconds", s.connect.elapsed_s)
+                .num("per_second", s.connect.rate)
+                .num("server_cpu_seconds", s.server_cpu_s.unwrap_or(f64::NAN))
+                .finish(),
+        );
     }
     if let Some(s) = &r.scrapes {
         obj = obj.raw(
@@ -547,7 +747,11 @@ pub fn session_json(o: &Options, r: &SessionReport) -> String {
                     "loop_busy_max_seconds",
                     c.loop_busy_after_s.unwrap_or(f64::NAN),
                 )
+                .num("connect_cpu_seconds", c.connect_cpu_s)
+                .num("connect_cpu_us_per_connection", c.connect_cpu_us)
+                .num("connect_busy_percent", c.connect_busy_pct)
                 .int("rss_before", c.before.rss)
+                .int("rss_after_connect", c.after_connect.rss)
                 .int("rss_registered", c.connected.rss)
                 .int("rss_after", c.after.rss)
                 .num(

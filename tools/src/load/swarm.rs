@@ -8,18 +8,27 @@
 //! [`run_step`](Swarm::run_step) (senders paced by the poll timeout, every
 //! client reading everything). Every phase has a deadline, so the tool
 //! always stops by itself.
+//!
+//! With [`SwarmConfig::tls`] every client speaks TLS (see
+//! [`Conn`](super::client::Conn)); the phases are the same, and a connect
+//! counts as done once its TLS handshake is, so `connect`'s bound on
+//! connects in flight bounds handshakes in flight. Every socket gets
+//! `TCP_NODELAY`: with Nagle, a TLS 1.3 client's Finished and its first line
+//! wait for the ACK of the flight before, which the server's delayed ACK
+//! holds back 40 ms or more.
 
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::client::{Client, State};
+use super::client::{Client, Conn, ReadOutcome, State};
 use super::marker::{self, Marker};
 use super::tally::{StepResult, Tally};
 use crate::procstat;
+use crate::tls::TlsClient;
 
 /// Size of the one read buffer all clients share (single thread, so one is
 /// enough; it is also the most a single `read` can return).
@@ -51,6 +60,11 @@ pub struct SwarmConfig {
     pub check_order: bool,
     /// Print a progress line on stderr every second.
     pub progress: bool,
+    /// Speak TLS to `addr`, with this client configuration.
+    pub tls: Option<TlsClient>,
+    /// Once connected, each client sends `/join ROOM` (after its name, with
+    /// `name_first`), so it leaves the lobby to whoever else is there.
+    pub join_room: Option<String>,
 }
 
 /// Outcome of the connect phase.
@@ -68,6 +82,9 @@ pub struct ConnectReport {
     pub rate: f64,
     /// The first connect error, as an example.
     pub first_error: Option<String>,
+    /// The client loop's CPU use during the phase, in % of one core (near
+    /// 100: the rate is the tool's, not the server's).
+    pub tool_cpu_pct: f64,
 }
 
 /// One rate held for a while.
@@ -148,6 +165,7 @@ impl Swarm {
         timeout: Duration,
     ) -> ConnectReport {
         let total = readers + slow;
+        let own_cpu = procstat::thread_cpu_ns();
         let start = Instant::now();
         let deadline = start + timeout;
         let failed_before = self.connect_failed;
@@ -197,26 +215,35 @@ impl Swarm {
                 0.0
             },
             first_error: self.first_error.clone(),
+            tool_cpu_pct: own_cpu
+                .zip(procstat::thread_cpu_ns())
+                .map_or(f64::NAN, |(b, a)| {
+                    100.0 * (a.saturating_sub(b)) as f64 / 1e9 / elapsed.max(1e-9)
+                }),
         }
     }
 
     /// Starts one non-blocking connect.
     fn open(&mut self, reads: bool) {
         let idx = self.clients.len();
-        let interest = if reads {
+        // A TLS client reads during its handshake even if it never reads
+        // afterwards.
+        let interest = if reads || self.cfg.tls.is_some() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::WRITABLE
         };
-        let result = TcpStream::connect(self.cfg.addr).and_then(|mut stream| {
+        let result = TcpStream::connect(self.cfg.addr).and_then(|stream| {
+            stream.set_nodelay(true)?;
+            let mut conn = Conn::new(stream, self.cfg.tls.as_ref())?;
             self.poll
                 .registry()
-                .register(&mut stream, Token(idx), interest)?;
-            Ok(stream)
+                .register(&mut conn, Token(idx), interest)?;
+            Ok(conn)
         });
         match result {
-            Ok(stream) => {
-                self.clients.push(Client::new(stream, reads));
+            Ok(conn) => {
+                self.clients.push(Client::new(conn, reads));
                 self.connecting += 1;
             }
             Err(e) => self.note_connect_failure(e),
@@ -312,6 +339,14 @@ impl Swarm {
         }
     }
 
+    /// Keeps reading until `stop` is set (checked every 50 ms), holding the
+    /// connections open meanwhile.
+    pub fn idle_until(&mut self, stop: &std::sync::atomic::AtomicBool) {
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            self.poll_once(Duration::from_millis(50));
+        }
+    }
+
     /// Sends `line` from client `idx`; closes the client on a socket error.
     /// Returns whether the line was queued.
     fn send_from(&mut self, idx: usize, line: &[u8]) -> bool {
@@ -379,21 +414,21 @@ impl Swarm {
             if now >= next_progress {
                 next_progress += PROGRESS_EVERY;
                 if self.cfg.progress {
-                    let t = &self.tally.counts;
+                    let t = &self.tally;
                     eprintln!(
                         "chatload: step {} ({:.0} lines/s) {:.0}s: sent {} recv {}/{} ({:.2}%) {:.0} deliv/s p99 {:.2} ms lost {}",
                         plan.step,
                         plan.rate,
                         (now - start).as_secs_f64(),
-                        t.sent,
-                        t.received,
-                        t.expected,
-                        100.0 * t.received as f64 / t.expected.max(1) as f64,
-                        (t.received - last_progress_received) as f64,
-                        self.tally.hist.value_at_quantile(0.99) as f64 / 1000.0,
+                        t.counts.sent,
+                        t.counts.received,
+                        t.counts.expected,
+                        100.0 * t.counts.received as f64 / t.counts.expected.max(1) as f64,
+                        (t.counts.received - last_progress_received) as f64,
+                        t.hist.value_at_quantile(0.99) as f64 / 1000.0,
                         self.lost - lost_before
                     );
-                    last_progress_received = t.received;
+                    last_progress_received = t.counts.received;
                 }
             }
             let wake = if all_sent {
@@ -492,8 +527,19 @@ impl Swarm {
             return;
         };
         if client.state == State::Connecting {
-            match client.finish_connect() {
-                Ok(true) => self.on_connected(idx),
+            match client.conn.progress_connect(&mut self.scratch) {
+                Ok(true) => {
+                    let tls = client.conn.is_tls();
+                    self.on_connected(idx);
+                    // Over TLS, what came with the handshake's last flight
+                    // is read now: no new edge would announce it.
+                    if tls {
+                        if self.clients[idx].reads && self.clients[idx].state == State::Open {
+                            self.read_all(idx);
+                        }
+                        return;
+                    }
+                }
                 Ok(false) => return,
                 Err(e) => {
                     self.connecting -= 1;
@@ -507,7 +553,7 @@ impl Swarm {
         if client.state != State::Open {
             return;
         }
-        if writable && client.pending_out() > 0 && client.flush().is_err() {
+        if writable && client.wants_write() && client.flush().is_err() {
             self.close(idx);
             return;
         }
@@ -522,12 +568,16 @@ impl Swarm {
         client.state = State::Open;
         if !client.reads {
             // A slow client never reads: forget it so its events cost nothing.
-            let _ = self.poll.registry().deregister(&mut client.stream);
+            let _ = self.poll.registry().deregister(&mut client.conn);
             return;
         }
         if self.cfg.name_first {
             let name = format!("load{idx}\n");
             self.send_from(idx, name.as_bytes());
+        }
+        if let Some(room) = &self.cfg.join_room {
+            let join = format!("/join {room}\n");
+            self.send_from(idx, join.as_bytes());
         }
     }
 
@@ -542,71 +592,60 @@ impl Swarm {
             origin,
             ..
         } = self;
-        let client = &mut clients[idx];
-        let mut closed = false;
-        loop {
-            match client.stream.read(scratch) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Ok(n) => {
-                    let rx_ns = origin.elapsed().as_nanos() as u64;
-                    let Client {
-                        input,
-                        history,
-                        registered,
-                        received,
-                        next_seq,
-                        ..
-                    } = client;
-                    input.feed(&scratch[..n], |line| {
-                        if history.in_block(line) {
-                            return;
-                        }
-                        if let Some(tok) = token.as_deref()
-                            && !*registered
-                            && marker::find_bytes(line, tok).is_some()
-                        {
-                            *registered = true;
-                        }
-                        let Some(m) = marker::find(line) else {
-                            // Headers are looked for only in unmarked lines,
-                            // which are rare, so the hot path pays nothing.
-                            history.opens_block(line);
-                            return;
-                        };
-                        if m.step != tally.step {
-                            tally.counts.stale += 1;
-                            return;
-                        }
-                        tally.counts.received += 1;
-                        *received += 1;
-                        tally.last_rx_ns = rx_ns;
-                        tally.record_latency(rx_ns.saturating_sub(m.sent_ns));
-                        if let Some(next) = next_seq.get_mut(m.sender as usize) {
-                            if *next != m.seq {
-                                tally.counts.misordered += 1;
-                            }
-                            *next = m.seq + 1;
-                        }
-                    });
-                    // A short read emptied the socket: on Linux any later
-                    // arrival raises a new edge, so the extra read that would
-                    // only return WouldBlock is skipped (half the syscalls
-                    // when every wakeup carries one line).
-                    if n < scratch.len() {
-                        break;
+        let Client {
+            conn,
+            input,
+            history,
+            registered,
+            received,
+            next_seq,
+            ..
+        } = &mut clients[idx];
+        let closed = loop {
+            let outcome = conn.read_some(scratch, |data| {
+                let rx_ns = origin.elapsed().as_nanos() as u64;
+                input.feed(data, |line| {
+                    if history.in_block(line) {
+                        return;
                     }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    closed = true;
-                    break;
-                }
+                    if let Some(tok) = token.as_deref()
+                        && !*registered
+                        && marker::find_bytes(line, tok).is_some()
+                    {
+                        *registered = true;
+                    }
+                    let Some(m) = marker::find(line) else {
+                        // Headers are looked for only in unmarked lines,
+                        // which are rare, so the hot path pays nothing.
+                        history.opens_block(line);
+                        return;
+                    };
+                    if m.step != tally.step {
+                        tally.counts.stale += 1;
+                        return;
+                    }
+                    tally.counts.received += 1;
+                    *received += 1;
+                    tally.last_rx_ns = rx_ns;
+                    tally.record_latency(rx_ns.saturating_sub(m.sent_ns));
+                    if let Some(next) = next_seq.get_mut(m.sender as usize) {
+                        if *next != m.seq {
+                            tally.counts.misordered += 1;
+                        }
+                        *next = m.seq + 1;
+                    }
+                });
+            });
+            match outcome {
+                // A short read emptied the socket: on Linux any later
+                // arrival raises a new edge, so the extra read that would
+                // only return WouldBlock is skipped (half the syscalls when
+                // every wakeup carries one line).
+                Ok(ReadOutcome::Data { more: true }) => {}
+                Ok(ReadOutcome::Data { more: false }) | Ok(ReadOutcome::WouldBlock) => break false,
+                Ok(ReadOutcome::Closed) | Err(_) => break true,
             }
-        }
+        };
         if closed {
             self.close(idx);
         }
@@ -620,7 +659,135 @@ impl Swarm {
             self.lost += 1;
         }
         client.state = State::Closed;
-        let _ = self.poll.registry().deregister(&mut client.stream);
-        let _ = client.stream.shutdown(Shutdown::Both);
+        let _ = self.poll.registry().deregister(&mut client.conn);
+        client.conn.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The TLS client path end to end, against a small rustls echo server
+    //! in this process (chatd itself is exercised by `chatload smoke --tls`
+    //! and the suite, which need its binary).
+
+    use super::*;
+    use crate::tls::{TEST_NAME, TestCert, TestChain, TlsClient};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls::{ServerConfig, ServerConnection, StreamOwned};
+    use std::io::{BufRead, BufReader, Write};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// A TLS echo server on a free loopback port: every line a client sends
+    /// comes back to it. Threads end with their connections.
+    fn echo_server(cert: &Path, key: &Path) -> SocketAddr {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .expect("cert file")
+            .map(|c| c.expect("cert"))
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).expect("key");
+        let config = Arc::new(
+            ServerConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .expect("server config"),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for socket in listener.incoming().flatten() {
+                let config = Arc::clone(&config);
+                std::thread::spawn(move || {
+                    let conn = ServerConnection::new(config).expect("server conn");
+                    let mut tls = BufReader::new(StreamOwned::new(conn, socket));
+                    let mut line = Vec::new();
+                    while matches!(tls.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                        if tls.get_mut().write_all(&line).is_err() {
+                            break;
+                        }
+                        line.clear();
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn swarm(addr: SocketAddr, tls: TlsClient) -> Swarm {
+        Swarm::new(SwarmConfig {
+            addr,
+            name_first: false,
+            no_self_echo: false,
+            check_order: true,
+            progress: false,
+            tls: Some(tls),
+            join_room: None,
+        })
+        .expect("poll")
+    }
+
+    #[test]
+    fn tls_clients_connect_register_and_get_every_line() {
+        let cert = TestCert::generate().expect("cert");
+        let addr = echo_server(&cert.cert, &cert.key);
+        for ca in [None, Some(cert.cert.as_path())] {
+            let mut s = swarm(addr, TlsClient::new(ca, TEST_NAME).expect("client"));
+            // One reader (the echo server only answers its sender) and a
+            // client that never reads after its handshake.
+            let c = s.connect(1, 1, 8, Duration::from_secs(10));
+            assert_eq!((c.connected, c.failed), (2, 0), "{:?}", c.first_error);
+            assert!(s.register(Duration::from_secs(10)).is_ok());
+            let r = s.run_step(&StepPlan {
+                step: 1,
+                rate: 200.0,
+                duration: Duration::from_millis(300),
+                senders: 1,
+                // Lines bigger than a TLS record cross record boundaries.
+                payload: 20_000,
+                grace: Duration::from_secs(5),
+            });
+            assert!(r.counts.sent > 0);
+            assert_eq!(r.counts.received, r.counts.sent, "{r:?}");
+            assert_eq!((r.counts.misordered, r.lost_clients), (0, 0));
+        }
+    }
+
+    /// Connects one client with `--ca ca` (or none) and `name`: connected?
+    fn connects(addr: SocketAddr, ca: Option<&Path>, name: &str) -> Result<(), String> {
+        let tls = TlsClient::new(ca, name).expect("client");
+        let c = swarm(addr, tls).connect(1, 0, 1, Duration::from_secs(10));
+        match c.connected {
+            1 => Ok(()),
+            _ => Err(c.first_error.unwrap_or_default()),
+        }
+    }
+
+    #[test]
+    fn ca_file_pins_a_self_signed_certificate_and_verifies_a_chain() {
+        // Self-signed: trusted as the very certificate given (any name),
+        // refused when --ca holds another.
+        let cert = TestCert::generate().expect("cert");
+        let other = TestCert::generate().expect("cert");
+        let addr = echo_server(&cert.cert, &cert.key);
+        assert_eq!(connects(addr, Some(&cert.cert), TEST_NAME), Ok(()));
+        assert!(connects(addr, Some(&other.cert), TEST_NAME).is_err());
+        // Without --ca anything goes (test-only verifier).
+        assert_eq!(connects(addr, None, "not-the-name.example"), Ok(()));
+
+        // Signed by a CA: the chain and the name are checked.
+        let chain = TestChain::generate();
+        let addr = echo_server(&chain.cert, &chain.key);
+        assert_eq!(connects(addr, Some(&chain.ca), TEST_NAME), Ok(()));
+        let wrong = connects(addr, Some(&chain.ca), "not-the-name.example");
+        assert!(
+            wrong
+                .as_ref()
+                .is_err_and(|e| e.contains("not valid for name")),
+            "{wrong:?}"
+        );
+        assert!(connects(addr, Some(&cert.cert), TEST_NAME).is_err());
     }
 }
