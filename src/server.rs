@@ -54,9 +54,9 @@ use crate::stream::{Stream, tls_failure};
 use crate::timer_wheel::{Tick, TimerWheel};
 use crate::tls::{Reloadable, TlsFiles};
 use crate::tuning::{
-    ACCEPT_PAUSE, FD_RESERVE, GATE_RECHECK, HANDSHAKE_TIMEOUT, LINES_PER_TURN, LISTEN_BACKLOG,
-    MAX_TLS_REFUSALS, READ_CHUNK, SEND_BUFFER, SHUTDOWN_DRAIN, TICK, TOTAL_STALL, TRIM_AFTER_FREED,
-    WHEEL_SLOTS,
+    ACCEPT_PAUSE, FD_RESERVE, GATE_RECHECK, HANDSHAKE_TIMEOUT, HANDSHAKES_PER_TURN, LINES_PER_TURN,
+    LISTEN_BACKLOG, MAX_TLS_REFUSALS, READ_CHUNK, SEND_BUFFER, SHUTDOWN_DRAIN, TICK, TOTAL_STALL,
+    TRIM_AFTER_FREED, WHEEL_SLOTS,
 };
 use crate::wakeups::Wakeups;
 use log::{error, info, warn};
@@ -157,6 +157,9 @@ pub struct Server {
     /// TLS connections refused at connect, waiting for their handshake to
     /// get their line (at most [`MAX_TLS_REFUSALS`]).
     refusing: usize,
+    /// Handshake steps run in this loop iteration (at most
+    /// [`HANDSHAKES_PER_TURN`]).
+    handshakes_this_turn: usize,
     /// The longest one iteration worked (poll return to next poll).
     busy_max: Duration,
     /// The longest one tick's history write to `--db` took.
@@ -311,6 +314,7 @@ impl Server {
             out_of_fds: false,
             freed: 0,
             refusing: 0,
+            handshakes_this_turn: 0,
             busy_max: Duration::ZERO,
             db_write_max: Duration::ZERO,
             signals,
@@ -370,6 +374,7 @@ impl Server {
             let now = Now::read();
             self.conns.set_now(now.instant);
             self.wakeups.begin_iteration();
+            self.handshakes_this_turn = 0;
             let mut stop = false;
             for event in events.iter() {
                 let id = ConnId::from_token(event.token());
@@ -632,6 +637,18 @@ impl Server {
         if conn.user {
             return true;
         }
+        if conn.parked {
+            return false;
+        }
+        // A handshake's crypto costs ~140 µs of this one thread: a storm of
+        // a thousand would hold everyone's lines for 140 ms in one turn.
+        // Past a few per turn the rest wait for the next iteration.
+        if self.handshakes_this_turn >= HANDSHAKES_PER_TURN {
+            conn.parked = true;
+            self.wakeups.until_next_turn(id);
+            return false;
+        }
+        self.handshakes_this_turn += 1;
         while conn.socket.is_handshaking() && !conn.read_drained && !conn.read_eof {
             match conn.read_once(&mut self.scratch) {
                 Ok((_, n)) => self.counters.bytes_received += n as u64,
