@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// The address users join when no `--listen` is given.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
-/// Idle users are disconnected after this long (the seed's 60 s).
+/// Idle users are disconnected after this long (PROTOCOL.md: 60 s).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest accepted line, terminator excluded.
 pub const DEFAULT_MAX_LINE: usize = 4096;

@@ -1,9 +1,11 @@
-//! chatd: a chat room on one thread, joined with plain `nc`.
+//! chatd: a chat server on one thread, joined with plain `nc` (or TLS).
 //!
 //! The crate is split so that everything that can be a pure data structure
 //! is one, tested without sockets, and the I/O lives in few places:
-//! [`conn`] and [`conns`] (sockets and their queues) and [`server`] (the
-//! mio loop that owns them all).
+//! [`stream`] (one connection's bytes, plain or TLS), [`conn`] and
+//! [`conns`] (connections and their queues), [`store`] (the SQLite file),
+//! [`endpoint`] (metrics over HTTP), [`cluster`] (the Redis link) and
+//! [`server`] (the mio loop that owns them all).
 //!
 //! ```text
 //! bytes --framing--> lines --clean--> text --command--> Command

@@ -1,5 +1,5 @@
-//! Limits and failure behaviour: running out of descriptors (issue point 1)
-//! and clients that end abruptly (point 5).
+//! Limits and failure behaviour (README.md): running out of descriptors
+//! (section 1) and clients that end abruptly (section 5).
 //!
 //! Every test waits for lines, never for time, except the descriptor test's
 //! CPU measurement, which is the point of that test.
