@@ -3,7 +3,7 @@
 //!
 //! A scrape is one short HTTP exchange ([`crate::http::MetricsConn`]); this
 //! module only accepts them, keeps each in a slab under a token of the
-//! [`HTTP_GENERATION`](crate::id::HTTP_GENERATION), arms its 5 s deadline on
+//! [`HTTP_GENERATION`], arms its 5 s deadline on
 //! the server's timer wheel, and drops it when it is done or late. What
 //! goes into the answer is the server's business: it passes a `render`
 //! function when a request wants the metrics, so a scrape reads counters

@@ -33,7 +33,7 @@ pub struct Outbox {
 pub enum Growth {
     /// Doubles (up to the limit): few reallocations while busy.
     Double,
-    /// By an eighth (at least [`MIN_CAPACITY`]): while all outboxes together
+    /// By an eighth (at least 256 bytes): while all outboxes together
     /// are near `--max-outbound-total`, so one fan-out to thousands of
     /// outboxes cannot double all their buffers at once past the bound.
     Frugal,
