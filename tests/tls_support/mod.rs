@@ -14,14 +14,12 @@
 
 use chatd::stream::{Stream, tls_failure};
 use chatd::tls::{Reloadable, TlsFiles};
+use chatd_tools::tls::AcceptAnyServerCert;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::ServerName;
 use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned,
-    SupportedCipherSuite, SupportedProtocolVersion,
+    ClientConfig, ClientConnection, StreamOwned, SupportedCipherSuite, SupportedProtocolVersion,
 };
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -89,55 +87,9 @@ pub fn write(path: &Path, text: &str) {
 
 // ---------------------------------------------------------------- client
 
-/// Accepts any server certificate (the tests check which one was served)
-/// but still checks the handshake signatures with it.
-#[derive(Debug)]
-struct AcceptAnyCert(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
+// The client accepts any server certificate (the tests check which one was
+// served) but still checks the handshake signatures with it: the tools'
+// `AcceptAnyServerCert`.
 
 /// A client config speaking only `version` (TLS 1.2 or 1.3).
 pub fn client_config(version: &'static SupportedProtocolVersion) -> Arc<ClientConfig> {
@@ -158,7 +110,7 @@ pub fn client_config_with(
         .with_protocol_versions(&[version])
         .expect("client versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert::with_provider(provider)))
         .with_no_client_auth();
     Arc::new(config)
 }

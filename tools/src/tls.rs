@@ -164,24 +164,28 @@ impl ServerCertVerifier for CaFileVerifier {
     }
 }
 
-/// TEST ONLY: a certificate verifier that accepts every certificate and
-/// every handshake signature, so chatload can load a server with a
+/// TEST ONLY: a certificate verifier that accepts every certificate (the
+/// handshake's signatures are still checked against it), so chatload can
+/// load a server with a
 /// self-signed certificate without being given it. A client configured with
 /// it is open to anyone in the middle; it exists for load runs on loopback
 /// and nothing else.
 #[derive(Debug)]
 pub struct AcceptAnyServerCert {
-    schemes: Vec<SignatureScheme>,
+    /// Whose signature algorithms check the handshake's signatures.
+    provider: Arc<CryptoProvider>,
 }
 
 impl AcceptAnyServerCert {
-    /// Offers every signature scheme the provider knows.
+    /// Accepts any certificate; checks signatures with [`provider`].
     pub fn new() -> Self {
-        AcceptAnyServerCert {
-            schemes: provider()
-                .signature_verification_algorithms
-                .supported_schemes(),
-        }
+        AcceptAnyServerCert::with_provider(provider())
+    }
+
+    /// The same, checking signatures with `provider`'s algorithms (the
+    /// server's tests pass the provider of the client config it goes in).
+    pub fn with_provider(provider: Arc<CryptoProvider>) -> Self {
+        AcceptAnyServerCert { provider }
     }
 }
 
@@ -205,24 +209,36 @@ impl ServerCertVerifier for AcceptAnyServerCert {
 
     fn verify_tls12_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.schemes.clone()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
