@@ -81,10 +81,18 @@ fn validate_word(name: &str) -> Result<(), NameError> {
             return Err(NameError::Invalid);
         }
     }
-    if count == 0 || !name.is_single_script() {
+    if count == 0 || !letters(name).is_single_script() {
         return Err(NameError::Invalid);
     }
     Ok(())
+}
+
+/// The characters the single-script rule looks at: PROTOCOL.md says
+/// "digits and `_ - .` go with any script", and a digit of another script
+/// (Arabic-Indic `٣`, Devanagari `३`) is still a digit, though UTS #39
+/// gives it that script.
+fn letters(name: &str) -> String {
+    name.chars().filter(|c| !c.is_numeric()).collect()
 }
 
 /// The key under which a name is unique: its lower-case form.
@@ -382,6 +390,9 @@ mod tests {
             "한국어漢字",   // hangul with hanja: Korean
             "中文",         // Han
             "123",          // digits only (Common)
+            "ab٣",          // Latin with an Arabic-Indic digit
+            "ab३",          // Latin with a Devanagari digit
+            "абв٣",         // Cyrillic with an Arabic-Indic digit
             "_-.",          // punctuation only (Common)
         ] {
             assert_eq!(validate(name), Ok(()), "{name}");
@@ -398,7 +409,6 @@ mod tests {
             "αlpha",      // Greek α with Latin
             "日本語abc",  // Han with Latin
             "한국어かな", // Korean with Japanese kana
-            "abc٣",       // Latin with an Arabic-Indic digit (script Arabic)
         ] {
             assert_eq!(validate(name), Err(NameError::Invalid), "{name}");
             assert_eq!(validate_room(name), Err(NameError::Invalid), "{name}");

@@ -69,7 +69,11 @@ pub const HELP: &[&str] = &[
     "/quit [REASON] - leave the server",
     "//TEXT - send a line that starts with /",
     "/oper PASSWORD - become an operator",
-    "/kick NAME [REASON], /ban NAME|ADDRESS [MINUTES], /unban ADDRESS, /bans, /wall TEXT - operators only",
+    "/kick NAME [REASON] - operators: disconnect a user",
+    "/ban NAME|ADDRESS [MINUTES] - operators: kick and refuse an address (default 60, 0 = until unbanned)",
+    "/unban ADDRESS - operators: lift a ban",
+    "/bans - operators: list bans",
+    "/wall TEXT - operators: announcement to everyone",
     END_OF_HELP,
 ];
 

@@ -202,6 +202,18 @@ impl Server {
             }
             _ => None,
         };
+        // Before any `listening on` line: a file that is not a chatd
+        // database stops the server before a script could think it started.
+        let store = match &config.db {
+            Some(path) => {
+                let store = Store::open(path).map_err(|error| {
+                    io::Error::new(io::ErrorKind::InvalidData, error.to_string())
+                })?;
+                info!("history and bans kept in {}", path.display());
+                Some(store)
+            }
+            None => None,
+        };
         let poll = Poll::new()?;
         // Before any `listening on` line: a script that reads it may signal
         // the server at once, and must find the handlers in place.
@@ -260,16 +272,6 @@ impl Server {
             config.flood.rate,
             config.flood.burst
         );
-        let store = match &config.db {
-            Some(path) => {
-                let store = Store::open(path).map_err(|error| {
-                    io::Error::new(io::ErrorKind::InvalidData, error.to_string())
-                })?;
-                info!("history and bans kept in {}", path.display());
-                Some(store)
-            }
-            None => None,
-        };
         let oper = match &config.oper_password_file {
             Some(path) => OperGate::from_file(path)
                 .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?,
