@@ -179,11 +179,15 @@ fn base(o: &Options) -> Options {
 }
 
 /// Starts a fresh chatd (with a TLS listener when given a certificate) and
-/// runs one session against it.
+/// runs one session of `scenario` against it; its problems go to
+/// `problems` (see [`note`]). Returns the session's report and how many the
+/// server cut as too slow.
 fn session(
     path: &Path,
     o: &Options,
     cert: Option<&TestCert>,
+    scenario: &str,
+    problems: &mut Vec<String>,
 ) -> Result<(SessionReport, usize), String> {
     let (server, target) = scenario::start_chatd(path, o, cert)?;
     let view = scenario::started_view(&server, o);
@@ -193,6 +197,7 @@ fn session(
     let rep = scenario::run_session(o, &target, &view);
     let kicked = server.too_slow_count();
     server.stop();
+    note(problems, scenario, &rep);
     Ok((rep, kicked))
 }
 
@@ -390,8 +395,7 @@ fn suite_run(
             duration: Duration::ZERO,
             ..b.clone()
         };
-        let (rep, _) = session(path, &opts, None)?;
-        note(problems, sc1, &rep);
+        let (rep, _) = session(path, &opts, None, sc1, problems)?;
         let rss = rep
             .server
             .as_ref()
@@ -437,8 +441,7 @@ fn suite_run(
             duration: Duration::ZERO,
             ..b.clone()
         };
-        let (rep, _) = session(path, &opts, None)?;
-        note(problems, sc2, &rep);
+        let (rep, _) = session(path, &opts, None, sc2, problems)?;
         let per = rep.server.as_ref().map_or(f64::NAN, |c| c.rss_per_conn);
         put(
             figures,
@@ -465,8 +468,7 @@ fn suite_run(
             p99_bound: Duration::from_millis(100),
             ..b.clone()
         };
-        let (rep, _) = session(path, &opts, None)?;
-        note(problems, sc3, &rep);
+        let (rep, _) = session(path, &opts, None, sc3, problems)?;
         if rep.ladder_capped {
             problems.push(format!(
                 "{sc3}: no step failed within {} steps; the figure is a lower bound",
@@ -503,8 +505,7 @@ fn suite_run(
             duration: Duration::from_secs_f64(s.cpu_secs),
             ..b.clone()
         };
-        let (rep, _) = session(path, &opts, None)?;
-        note(problems, sc4, &rep);
+        let (rep, _) = session(path, &opts, None, sc4, problems)?;
         let cpu = rep
             .server
             .as_ref()
@@ -530,8 +531,7 @@ fn suite_run(
             duration: Duration::from_secs_f64(s.latency_secs),
             ..b.clone()
         };
-        let (rep, _) = session(path, &opts, None)?;
-        note(problems, sc5, &rep);
+        let (rep, _) = session(path, &opts, None, sc5, problems)?;
         let (p50, p99) = rep
             .steps
             .first()
@@ -552,10 +552,8 @@ fn suite_run(
             duration: Duration::from_secs_f64(s.slow_secs),
             ..b.clone()
         };
-        let (clean, _) = session(path, &opts, None)?;
-        note(problems, sc7, &clean);
-        let (slowed, kicked) = session(path, &Options { slow: 1, ..opts }, None)?;
-        note(problems, sc7, &slowed);
+        let (clean, _) = session(path, &opts, None, sc7, problems)?;
+        let (slowed, kicked) = session(path, &Options { slow: 1, ..opts }, None, sc7, problems)?;
         let clean_p99 = clean.steps.first().map_or(f64::NAN, |st| st.p99_ms);
         let (delivered, slow_p99) = slowed.steps.first().map_or((f64::NAN, f64::NAN), |st| {
             (100.0 * st.delivered_fraction(), st.p99_ms)
@@ -650,8 +648,13 @@ fn tls_suite_run(
                 tls,
                 ..b.clone()
             };
-            let (rep, _) = session(path, &opts, Some(cert))?;
-            note(problems, pick(tls, "T1 plain", "T1 TLS"), &rep);
+            let (rep, _) = session(
+                path,
+                &opts,
+                Some(cert),
+                pick(tls, "T1 plain", "T1 TLS"),
+                problems,
+            )?;
             let rss = rep
                 .server
                 .as_ref()
@@ -711,8 +714,13 @@ fn tls_suite_run(
                 tls,
                 ..b.clone()
             };
-            let (rep, _) = session(path, &opts, Some(cert))?;
-            note(problems, pick(tls, "T2 plain", "T2 TLS"), &rep);
+            let (rep, _) = session(
+                path,
+                &opts,
+                Some(cert),
+                pick(tls, "T2 plain", "T2 TLS"),
+                problems,
+            )?;
             let (us, busy) = rep.server.as_ref().map_or((f64::NAN, f64::NAN), |c| {
                 (c.connect_cpu_us, c.connect_busy_pct)
             });
@@ -802,8 +810,13 @@ fn tls_suite_run(
                 tls,
                 ..b.clone()
             };
-            let (rep, _) = session(path, &opts, Some(cert))?;
-            note(problems, if tls { "T3 TLS" } else { "T3 plain" }, &rep);
+            let (rep, _) = session(
+                path,
+                &opts,
+                Some(cert),
+                if tls { "T3 TLS" } else { "T3 plain" },
+                problems,
+            )?;
             let per = rep.server.as_ref().map_or(f64::NAN, |c| c.rss_per_conn);
             if tls {
                 put(
@@ -860,9 +873,8 @@ fn tls_suite_run(
                 tls,
                 ..b.clone()
             };
-            let (rep, _) = session(path, &opts, Some(cert))?;
             let name = if tls { "T4 TLS" } else { "T4 plain" };
-            note(problems, name, &rep);
+            let (rep, _) = session(path, &opts, Some(cert), name, problems)?;
             if rep.ladder_capped {
                 problems.push(format!(
                     "{name}: no step failed within {} steps; the figure is a lower bound",
@@ -949,12 +961,8 @@ fn tls_suite_run(
                 tls,
                 ..b.clone()
             };
-            let (rep, _) = session(path, &opts, Some(cert))?;
-            note(
-                problems,
-                pick(tls, "T4 plain fixed rate", "T4 TLS fixed rate"),
-                &rep,
-            );
+            let name = pick(tls, "T4 plain fixed rate", "T4 TLS fixed rate");
+            let (rep, _) = session(path, &opts, Some(cert), name, problems)?;
             let cpu = rep
                 .server
                 .as_ref()
@@ -1006,14 +1014,12 @@ fn tls_suite_run(
             chatd_args,
             ..b.clone()
         };
-        let (calm, _) = session(path, &opts, Some(cert))?;
-        note(problems, "T5 without storm", &calm);
+        let (calm, _) = session(path, &opts, Some(cert), "T5 without storm", problems)?;
         let stormy_opts = Options {
             storm: s.storm,
             ..opts
         };
-        let (stormy, _) = session(path, &stormy_opts, Some(cert))?;
-        note(problems, "T5 with storm", &stormy);
+        let (stormy, _) = session(path, &stormy_opts, Some(cert), "T5 with storm", problems)?;
         let pct = |r: &SessionReport| {
             r.steps
                 .first()
