@@ -41,6 +41,9 @@ pub const OUTBOUND_LINE_MARGIN: usize = 256;
 /// `write` (see [`Config::flush_window`]).
 pub const DEFAULT_FLUSH_WINDOW: Duration = Duration::from_millis(2);
 
+/// The default `--cluster-name` (PROTOCOL.md: "default `chatd`").
+pub const DEFAULT_CLUSTER_NAME: &str = "chatd";
+
 /// Everything the server needs to know before it starts.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -87,6 +90,15 @@ pub struct Config {
     /// flushed at most this late, so each `write` carries several lines and
     /// the CPU per delivery falls; zero flushes every loop iteration.
     pub flush_window: Duration,
+    /// `--cluster URL`: the Redis that links this server with others into
+    /// one chat; `None` runs alone.
+    pub cluster: Option<crate::cluster::ClusterUrl>,
+    /// `--cluster-name NAME`: the prefix of every Redis key and channel, so
+    /// several clusters can share one Redis.
+    pub cluster_name: String,
+    /// `--reuse-port`: listeners set SO_REUSEPORT, so several processes
+    /// can listen on one address (the kernel spreads connections).
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -112,6 +124,9 @@ impl Default for Config {
             handle_signals: false,
             raise_fd_limit: true,
             flush_window: DEFAULT_FLUSH_WINDOW,
+            cluster: None,
+            cluster_name: DEFAULT_CLUSTER_NAME.to_string(),
+            reuse_port: false,
         }
     }
 }
@@ -139,6 +154,18 @@ impl Config {
             return Err(format!(
                 "--max-outbound-total {} must be at least --max-outbound {}",
                 self.max_outbound_total, self.max_outbound
+            ));
+        }
+        if self.cluster.is_some() && self.db.is_some() {
+            return Err(
+                "--db and --cluster cannot be used together: a cluster keeps its history in Redis"
+                    .to_string(),
+            );
+        }
+        if crate::names::validate(&self.cluster_name).is_err() {
+            return Err(format!(
+                "invalid --cluster-name {:?} (1-32 letters, digits, _ - .)",
+                self.cluster_name
             ));
         }
         Ok(())

@@ -20,7 +20,8 @@ Usage: chatd [--listen ADDR]... [--tls-listen ADDR]... [--tls-cert FILE] [--tls-
              [--flood-rate LINES_PER_S] [--flood-burst LINES] [--max-rooms N]
              [--history LINES] [--db PATH] [--ip-max-connections N]
              [--ip-connect-rate N] [--ip-exempt CIDR]... [--oper-password-file FILE]
-             [--metrics ADDR] [--log-level LEVEL]
+             [--metrics ADDR] [--cluster URL] [--cluster-name NAME] [--reuse-port]
+             [--log-level LEVEL]
 
 Options:
   --listen ADDR             address to listen on, repeatable [default: 127.0.0.1:8000]
@@ -43,6 +44,10 @@ Options:
                             no one [default: 127.0.0.0/8 and ::1/128]
   --oper-password-file FILE enables /oper with the first line of FILE as the password
   --metrics ADDR            serve Prometheus metrics over HTTP on ADDR [default: off]
+  --cluster URL             link with the other chatd servers using this Redis
+                            (redis://HOST:PORT or unix:///PATH) into one chat [default: alone]
+  --cluster-name NAME       prefix of every Redis key and channel [default: chatd]
+  --reuse-port              listen with SO_REUSEPORT, so several processes share one port
   --log-level LEVEL         error, warn, info, debug or trace [default: info, or RUST_LOG]
   --flush-window-us MICROS  under load, delay writes this long to batch lines; 0 = never [default: 2000]
   -h, --help                print this help
@@ -197,6 +202,14 @@ fn parse_args() -> Result<Action, lexopt::Error> {
                 )?;
                 config.flush_window = Duration::from_micros(micros);
             }
+            Long("cluster") => {
+                let text: String = parser.value()?.parse()?;
+                let url = chatd::cluster::ClusterUrl::parse(&text)
+                    .map_err(|e| lexopt::Error::from(e.to_string()))?;
+                config.cluster = Some(url);
+            }
+            Long("cluster-name") => config.cluster_name = parser.value()?.parse()?,
+            Long("reuse-port") => config.reuse_port = true,
             Long("log-level") => {
                 let text: String = parser.value()?.parse()?;
                 level = Some(text.parse::<LevelFilter>().map_err(|_| {

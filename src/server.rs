@@ -227,7 +227,7 @@ impl Server {
         let all = config.listen.iter().map(|a| (*a, false));
         let all = all.chain(config.tls_listen.iter().map(|a| (*a, true)));
         for (i, (addr, is_tls)) in all.enumerate() {
-            let mut listener = listen(addr)?;
+            let mut listener = listen(addr, config.reuse_port)?;
             let bound = listener.local_addr()?;
             poll.registry().register(
                 &mut listener,
@@ -247,7 +247,7 @@ impl Server {
         }
         let endpoint = match config.metrics {
             Some(addr) => {
-                let mut endpoint = Endpoint::new(listen(addr)?);
+                let mut endpoint = Endpoint::new(listen(addr, false)?);
                 let bound = endpoint.listener_mut().local_addr()?;
                 poll.registry().register(
                     endpoint.listener_mut(),
@@ -1175,13 +1175,18 @@ fn is_transient_accept_error(error: &io::Error) -> bool {
 
 /// Binds a non-blocking listener with a backlog large enough for a connect
 /// storm; IPv6 listeners are v6-only so `0.0.0.0` and `[::]` can share a port.
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+/// With `reuse_port` (`--reuse-port`), several processes may bind the same
+/// address and the kernel spreads new connections among them.
+fn listen(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     socket.set_nonblocking(true)?;
