@@ -7,7 +7,8 @@
 //! Beside them: [`lines`] (the line client, shared with the TLS user of
 //! `tests/tls_support`), [`proc`] (chatd as a process), [`http`] (the
 //! metrics page), [`calendar`] (UTC dates, an oracle independent of the
-//! server) and [`tempdir`].
+//! server), [`redis`] (a real `redis-server` per test, for clusters) and
+//! [`tempdir`].
 
 #![allow(dead_code)]
 
@@ -15,6 +16,7 @@ pub mod calendar;
 pub mod http;
 pub mod lines;
 pub mod proc;
+pub mod redis;
 pub mod tempdir;
 
 use chatd::{Config, Server, ShutdownHandle};
