@@ -188,20 +188,58 @@ pub struct Cluster {
     mine: String,
 }
 
-/// Every script's full text.
+/// One Lua script: its text (loaded once per connection) and its SHA-1,
+/// by which every call names it (`EVALSHA`), so a chat line does not carry
+/// a kilobyte of Lua to Redis.
+#[derive(Debug)]
+struct Script {
+    /// The prelude and the body.
+    text: String,
+    /// The SHA-1 of `text`, in hex.
+    sha: String,
+}
+
+impl Script {
+    fn new(body: &str) -> Script {
+        let text = scripts::script(body);
+        let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, text.as_bytes());
+        let sha = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        Script { text, sha }
+    }
+}
+
+/// Every script.
 #[derive(Debug)]
 struct Texts {
-    arrive: String,
-    rename: String,
-    moved: String,
-    leave: String,
-    say: String,
-    ban: String,
-    unban: String,
-    heartbeat: String,
-    reap: String,
-    quit: String,
-    resync: String,
+    arrive: Script,
+    rename: Script,
+    moved: Script,
+    leave: Script,
+    say: Script,
+    ban: Script,
+    unban: Script,
+    heartbeat: Script,
+    reap: Script,
+    quit: Script,
+    resync: Script,
+}
+
+impl Texts {
+    fn all(&self) -> [&Script; 11] {
+        [
+            &self.arrive,
+            &self.rename,
+            &self.moved,
+            &self.leave,
+            &self.say,
+            &self.ban,
+            &self.unban,
+            &self.heartbeat,
+            &self.reap,
+            &self.quit,
+            &self.resync,
+        ]
+    }
 }
 
 impl Cluster {
@@ -224,17 +262,17 @@ impl Cluster {
             next_remote: 0,
             calls: Vec::new(),
             texts: Texts {
-                arrive: scripts::script(scripts::ARRIVE),
-                rename: scripts::script(scripts::RENAME),
-                moved: scripts::script(scripts::MOVE),
-                leave: scripts::script(scripts::LEAVE),
-                say: scripts::script(scripts::SAY),
-                ban: scripts::script(scripts::BAN),
-                unban: scripts::script(scripts::UNBAN),
-                heartbeat: scripts::script(scripts::HEARTBEAT),
-                reap: scripts::script(scripts::REAP),
-                quit: scripts::script(scripts::QUIT),
-                resync: scripts::script(scripts::RESYNC),
+                arrive: Script::new(scripts::ARRIVE),
+                rename: Script::new(scripts::RENAME),
+                moved: Script::new(scripts::MOVE),
+                leave: Script::new(scripts::LEAVE),
+                say: Script::new(scripts::SAY),
+                ban: Script::new(scripts::BAN),
+                unban: Script::new(scripts::UNBAN),
+                heartbeat: Script::new(scripts::HEARTBEAT),
+                reap: Script::new(scripts::REAP),
+                quit: Script::new(scripts::QUIT),
+                resync: Script::new(scripts::RESYNC),
             },
         }
     }
@@ -254,11 +292,29 @@ impl Cluster {
         self.phase
     }
 
-    /// Queues `EVAL script 0 prefix me args...`.
-    fn eval(&mut self, tag: Pending, which: fn(&Texts) -> &str, args: &[&[u8]]) {
+    /// Queues `SCRIPT LOAD` of every script: first thing on a new link.
+    fn load_scripts(&mut self) {
+        let loads: Vec<Call> = self
+            .texts
+            .all()
+            .iter()
+            .map(|script| Call {
+                tag: Pending::Fire,
+                args: vec![
+                    b"SCRIPT".to_vec(),
+                    b"LOAD".to_vec(),
+                    script.text.clone().into_bytes(),
+                ],
+            })
+            .collect();
+        self.calls.extend(loads);
+    }
+
+    /// Queues `EVALSHA sha 0 prefix me args...`.
+    fn eval(&mut self, tag: Pending, which: fn(&Texts) -> &Script, args: &[&[u8]]) {
         let mut all: Vec<Vec<u8>> = Vec::with_capacity(args.len() + 5);
-        all.push(b"EVAL".to_vec());
-        all.push(which(&self.texts).as_bytes().to_vec());
+        all.push(b"EVALSHA".to_vec());
+        all.push(which(&self.texts).sha.as_bytes().to_vec());
         all.push(b"0".to_vec());
         all.push(self.prefix.as_bytes().to_vec());
         all.push(self.me.as_bytes().to_vec());
@@ -626,6 +682,7 @@ impl Chat {
         cluster.phase = Phase::Syncing;
         cluster.up_since = Some(now.instant);
         cluster.last_beat = Some(now.instant);
+        cluster.load_scripts();
         self.request_resync(now);
     }
 
@@ -770,6 +827,11 @@ impl Chat {
     pub fn on_reply(&mut self, tag: Pending, reply: Reply, now: Now, out: &mut impl Outbound) {
         if let Reply::Error(error) = &reply {
             warn!("cluster: Redis refused a command ({tag:?}): {error}");
+            if error.starts_with("NOSCRIPT")
+                && let Some(cluster) = self.cluster.as_mut()
+            {
+                cluster.load_scripts();
+            }
             self.not_sent(tag, now, out);
             return;
         }
