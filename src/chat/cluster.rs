@@ -422,7 +422,7 @@ impl Chat {
 
     /// True while user `id` waits for Redis: its input must stay unread.
     pub fn is_waiting(&self, id: ConnId) -> bool {
-        self.users.get(&id).is_some_and(|u| u.waiting.is_some())
+        self.cluster.is_some() && self.users.get(&id).is_some_and(|u| u.waiting.is_some())
     }
 
     /// Moves the commands for Redis into `into`.
