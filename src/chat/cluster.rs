@@ -456,7 +456,7 @@ impl Chat {
                 wrong_passwords: 0,
                 home: Home::Local,
                 waiting: Some(Waiting::Arrive),
-                gone: false,
+                gone: None,
                 member: false,
             },
         );
@@ -497,7 +497,7 @@ impl Chat {
         let Some(user) = self.users.get_mut(&id) else {
             return;
         };
-        user.gone = true;
+        user.gone = Some(reason.clone());
         user.waiting = None;
         let mut args = vec![uid(id).to_string()];
         args.extend(wire::gone_fields(&gone_of(reason)));
@@ -697,7 +697,7 @@ impl Chat {
             args.push(until.map_or_else(|| "-".to_string(), |u| u.to_string()));
         }
         for (&id, user) in &self.users {
-            if user.home != Home::Local || user.gone || !user.member {
+            if user.home != Home::Local || user.gone.is_some() || !user.member {
                 continue;
             }
             let Some(room) = self.rooms.get(user.room) else {
@@ -761,7 +761,7 @@ impl Chat {
         let local: Vec<ConnId> = self
             .users
             .iter()
-            .filter(|(_, u)| u.waiting.is_some() || u.gone)
+            .filter(|(_, u)| u.waiting.is_some() || u.gone.is_some())
             .map(|(&id, _)| id)
             .collect();
         for id in local {
@@ -793,8 +793,7 @@ impl Chat {
         let Some(user) = self.users.get(&id) else {
             return;
         };
-        if user.gone {
-            let reason = Leave::Closed;
+        if let Some(reason) = user.gone.clone() {
             self.drop_user(id, Some(&reason), now);
             return;
         }
@@ -1012,7 +1011,7 @@ impl Chat {
                 uid, sender, text, ..
             } => {
                 if let Some(id) = self.find_user(&me, uid, true)
-                    && !self.users.get(&id).is_some_and(|u| u.gone)
+                    && !self.users.get(&id).is_some_and(|u| u.gone.is_some())
                 {
                     self.flush_presence(out);
                     out.line(id, &protocol::private(sender, text));
@@ -1112,7 +1111,7 @@ impl Chat {
             }
             user.name = record.name.to_string();
             user.waiting = None;
-            let gone = user.gone;
+            let gone = user.gone.is_some();
             self.names.insert(record.name, id);
             if !gone {
                 out.line(id, &protocol::you_are(record.name));
@@ -1155,7 +1154,7 @@ impl Chat {
                     uid: record.uid,
                 },
                 waiting: None,
-                gone: false,
+                gone: None,
                 member: false,
             },
         );
@@ -1211,7 +1210,7 @@ impl Chat {
         let Some(old) = self.rooms.find(from).filter(|&r| r == user.room) else {
             return;
         };
-        let local = user.home == Home::Local && !user.gone;
+        let local = user.home == Home::Local && user.gone.is_none();
         let (name, entered) = (user.name.clone(), user.entered);
         let line = || protocol::left(&name, Departure::For(to));
         self.exit(id, old, entered, now, Some(line), seq);
@@ -1376,7 +1375,7 @@ impl Chat {
                     uid: record.uid,
                 },
                 waiting: None,
-                gone: false,
+                gone: None,
                 member: false,
             },
         );
@@ -1405,7 +1404,7 @@ impl Chat {
             .iter()
             .filter(|(_, u)| {
                 u.home == Home::Local
-                    && !u.gone
+                    && u.gone.is_none()
                     && key.covers(u.addr.ip())
                     && !self.security.exempt.contains(u.addr.ip())
             })
