@@ -1011,7 +1011,7 @@ impl Chat {
                 uid, sender, text, ..
             } => {
                 if let Some(id) = self.find_user(&me, uid, true)
-                    && !self.users.get(&id).is_some_and(|u| u.gone.is_some())
+                    && self.users.get(&id).is_none_or(|u| u.gone.is_none())
                 {
                     self.flush_presence(out);
                     out.line(id, &protocol::private(sender, text));
