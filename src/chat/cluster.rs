@@ -1097,41 +1097,52 @@ impl Chat {
         out: &mut impl Outbound,
     ) {
         self.bump_seq(record.seq);
-        let room = match self.rooms.find(record.room) {
-            Some(room) => room,
-            None => self.rooms.create(record.room),
-        };
-        if mine {
-            let id = ConnId::from_u64(record.uid);
-            let Some(user) = self.users.get_mut(&id) else {
-                return;
-            };
-            if user.member {
-                return;
-            }
-            user.name = record.name.to_string();
-            user.waiting = None;
-            let gone = user.gone.is_some();
-            self.names.insert(record.name, id);
-            if !gone {
-                out.line(id, &protocol::you_are(record.name));
-                self.effects.push(Effect::Resume(id));
-            }
-            self.enter_at(
-                id,
-                room,
-                record.seq,
-                true,
-                Replay::Lines(&lines_of(history)),
-                now,
-                out,
-            );
+        if !mine {
+            self.insert_remote(record, true, now, out);
             return;
         }
-        let Some(addr) = record.addr.parse::<SocketAddr>().ok() else {
-            warn!("cluster: an arrival with a bad address {:?}", record.addr);
+        let id = ConnId::from_u64(record.uid);
+        let Some(user) = self.users.get_mut(&id) else {
             return;
         };
+        if user.member {
+            return;
+        }
+        user.name = record.name.to_string();
+        user.waiting = None;
+        let gone = user.gone.is_some();
+        self.names.insert(record.name, id);
+        if !gone {
+            out.line(id, &protocol::you_are(record.name));
+            self.effects.push(Effect::Resume(id));
+        }
+        let room = self.room_named(record.room);
+        let lines = lines_of(history);
+        self.enter_at(id, room, record.seq, true, Replay::Lines(&lines), now, out);
+    }
+
+    /// The room called `name`, made if it does not exist.
+    fn room_named(&mut self, name: &str) -> crate::rooms::RoomId {
+        match self.rooms.find(name) {
+            Some(room) => room,
+            None => self.rooms.create(name),
+        }
+    }
+
+    /// A user of another server put in the replica, in its room at its
+    /// place of entry; its arrival told to the room if `announce`.
+    fn insert_remote(
+        &mut self,
+        record: &UserRecord<'_>,
+        announce: bool,
+        now: Now,
+        out: &mut impl Outbound,
+    ) {
+        let Ok(addr) = record.addr.parse::<SocketAddr>() else {
+            warn!("cluster: a user with a bad address {:?}", record.addr);
+            return;
+        };
+        self.bump_seq(record.seq);
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -1140,6 +1151,7 @@ impl Chat {
             return;
         }
         let server = cluster.intern(record.server);
+        let room = self.room_named(record.room);
         self.users.insert(
             id,
             User {
@@ -1159,7 +1171,7 @@ impl Chat {
             },
         );
         self.names.insert(record.name, id);
-        self.enter_at(id, room, record.seq, true, Replay::None, now, out);
+        self.enter_at(id, room, record.seq, announce, Replay::None, now, out);
     }
 
     /// `R`: a rename, told to the room.
@@ -1214,10 +1226,7 @@ impl Chat {
         let (name, entered) = (user.name.clone(), user.entered);
         let line = || protocol::left(&name, Departure::For(to));
         self.exit(id, old, entered, now, Some(line), seq);
-        let target = match self.rooms.find(to) {
-            Some(room) => room,
-            None => self.rooms.create(to),
-        };
+        let target = self.room_named(to);
         let replay = if local {
             self.resume(id);
             out.line(id, &protocol::now_in(to));
@@ -1290,7 +1299,7 @@ impl Chat {
     fn replace_server(&mut self, server: &str, users: &[UserRecord<'_>], now: Now) {
         self.drop_server(server, None, 0, now);
         for record in users {
-            self.insert_silently(record, now);
+            self.insert_remote(record, false, now, &mut super::NoOutbound);
         }
     }
 
@@ -1317,7 +1326,7 @@ impl Chat {
             cluster.servers.clear();
         }
         for record in users {
-            self.insert_silently(record, now);
+            self.insert_remote(record, false, now, &mut super::NoOutbound);
         }
         for &(key, until) in bans {
             let known = |k: AddrKey| self.bans.list(now.unix).iter().any(|(held, _)| *held == k);
@@ -1341,47 +1350,6 @@ impl Chat {
                 self.users.len()
             );
         }
-    }
-
-    /// A remote user put in its room's place of entry, without a notice.
-    fn insert_silently(&mut self, record: &UserRecord<'_>, now: Now) {
-        let Ok(addr) = record.addr.parse::<SocketAddr>() else {
-            return;
-        };
-        self.bump_seq(record.seq);
-        let room = match self.rooms.find(record.room) {
-            Some(room) => room,
-            None => self.rooms.create(record.room),
-        };
-        let Some(cluster) = self.cluster.as_mut() else {
-            return;
-        };
-        let (id, new) = cluster.remote_id(record.server, record.uid);
-        if !new {
-            return;
-        }
-        let server = cluster.intern(record.server);
-        self.users.insert(
-            id,
-            User {
-                name: record.name.to_string(),
-                addr,
-                room,
-                entered: 0,
-                oper: false,
-                wrong_passwords: 0,
-                home: Home::Remote {
-                    server,
-                    uid: record.uid,
-                },
-                waiting: None,
-                gone: None,
-                member: false,
-            },
-        );
-        self.names.insert(record.name, id);
-        let out = &mut super::NoOutbound;
-        self.enter_at(id, room, record.seq, false, Replay::None, now, out);
     }
 
     /// `B` from another server: the ban applies here too.
