@@ -10,7 +10,8 @@
 //!   (case-insensitive, look-alikes, default names `~2`); `/msg` and
 //!   `No such user`; `/join`, `who` in entry order, `/rooms` counts;
 //!   history said on one server replayed on another (connect, `/join`,
-//!   `/history N`, a room emptied and re-entered); `/kick`, `/ban NAME`,
+//!   `/history N`, a room emptied and re-entered; entering mid-stream, each
+//!   line exactly once between replay and live); `/kick`, `/ban NAME`,
 //!   `/bans`, `/unban` and `/wall` by an operator on one server reaching
 //!   users on the others. The contract says a user cannot tell which
 //!   server anyone else is on: these tests are that claim, row by row.
@@ -757,6 +758,96 @@ fn history_said_on_one_server_is_replayed_on_another() {
     );
 }
 
+/// A user entering a room on one server while a user on another is
+/// talking there gets each line exactly once: the history block holds
+/// what was said before the entry, the live lines the rest, with no gap
+/// and no repeat (README.md: the replay is read in the same step as the
+/// entry). Checked at connect (the lobby) and on `/join`.
+#[test]
+fn history_and_live_lines_meet_exactly_when_entering_mid_stream() {
+    if !redis_available("history_and_live_lines_meet_exactly_when_entering_mid_stream") {
+        return;
+    }
+    const LINES: usize = 200;
+    let redis = Redis::on_unix_socket();
+    let servers = cluster(&redis, 3, &["--flood-rate", "0", "--history", "1000"]);
+    let [mut alice, mut bob] = gather(&servers, [(0, "alice"), (1, "bob")]);
+
+    // At connect, on C, while Alice (A) talks in the lobby.
+    let said: Vec<String> = (0..LINES).map(|i| format!("alice: a{i}")).collect();
+    talk(&mut alice, "a", LINES);
+    alice.skip_until(&said[LINES / 10]);
+    let mut carol = Client::join(servers[2].addr);
+    let (replayed, live) = replay_then_live(&mut carol, &said[LINES - 1]);
+    eprintln!(
+        "entering at connect: {} lines replayed, {} live",
+        replayed.len(),
+        live.len()
+    );
+    assert_eq!([replayed, live].concat(), said, "carol: each line once");
+    for user in [&mut alice, &mut bob] {
+        user.skip_until(&said[LINES - 1]);
+    }
+    carol.rename("carol", &mut [&mut alice, &mut bob]);
+
+    // On /join, on B, while Alice talks in #busy.
+    move_to(&mut alice, "busy", &mut [&mut bob, &mut carol], &mut []);
+    let said: Vec<String> = (0..LINES).map(|i| format!("alice: b{i}")).collect();
+    talk(&mut alice, "b", LINES);
+    alice.skip_until(&said[LINES / 10]);
+    bob.send("/join busy");
+    bob.expect("You are now in #busy");
+    let (replayed, live) = replay_then_live(&mut bob, &said[LINES - 1]);
+    eprintln!(
+        "entering by /join: {} lines replayed, {} live",
+        replayed.len(),
+        live.len()
+    );
+    assert_eq!([replayed, live].concat(), said, "bob: each line once");
+    carol.expect("bob has left for #busy");
+    let heard = alice.skip_until(&said[LINES - 1]);
+    assert_eq!(
+        heard
+            .iter()
+            .filter(|line| *line == "bob has arrived")
+            .count(),
+        1,
+        "alice: {heard:?}"
+    );
+}
+
+/// Sends `count` lines `TAGi` at once.
+fn talk(user: &mut Client, tag: &str, count: usize) {
+    let lines: String = (0..count).map(|i| format!("{tag}{i}\n")).collect();
+    user.send_raw(lines.as_bytes());
+}
+
+/// After a greeting or `You are now in #ROOM`: the history block's lines
+/// (without their times), if there is one, and then the live lines up to
+/// and including `last`.
+fn replay_then_live(user: &mut Client, last: &str) -> (Vec<String>, Vec<String>) {
+    let mut replayed = Vec::new();
+    let mut line = user.line();
+    if line.ends_with(" of history:") {
+        loop {
+            line = user.line();
+            if line == "End of history" {
+                break;
+            }
+            let (_, text) = line
+                .split_once("] ")
+                .unwrap_or_else(|| panic!("{}: {line:?}", user.name));
+            replayed.push(text.to_string());
+        }
+        line = user.line();
+    }
+    let mut live = vec![line];
+    while live.last().unwrap() != last {
+        live.push(user.line());
+    }
+    (replayed, live)
+}
+
 /// Operators act across servers: `/kick` of a user on another server (the
 /// victim's and the room's lines, `Kicked NAME` first for the operator),
 /// `/ban NAME` kicking every connection of that address on every server
@@ -915,8 +1006,9 @@ fn operators_kick_ban_and_wall_across_servers() {
 // ---- faults ----
 
 /// A server SIGKILLed: within 10 s the others announce each of its users
-/// `NAME has left (server lost)` in their rooms, once; their names can be
-/// taken again; the survivors' chat is not disturbed.
+/// `NAME has left (server lost)` in their rooms (four in one room: counted
+/// as `N users have left`), once; their names can be taken again; the
+/// survivors' chat is not disturbed.
 #[test]
 fn a_killed_server_s_users_leave_as_server_lost_once_and_their_names_are_free() {
     if !redis_available(
@@ -926,48 +1018,68 @@ fn a_killed_server_s_users_leave_as_server_lost_once_and_their_names_are_free() 
     }
     let redis = Redis::on_unix_socket();
     let mut servers = cluster(&redis, 3, &[]);
-    let [mut alice, mut bob, mut carol, mut dave, mut erin] = gather(
+    let [mut alice, mut bob, mut carol, mut erin, d1, d2, d3, d4] = gather(
         &servers,
         [
             (0, "alice"),
             (1, "bob"),
             (2, "carol"),
-            (2, "dave"),
             (0, "erin"),
+            (2, "dave"),
+            (2, "dan"),
+            (2, "dora"),
+            (2, "dirk"),
         ],
     );
-    move_to(
-        &mut dave,
-        "side",
-        &mut [&mut alice, &mut bob, &mut carol, &mut erin],
-        &mut [],
-    );
-    move_to(
-        &mut erin,
-        "side",
-        &mut [&mut alice, &mut bob, &mut carol],
-        &mut [&mut dave],
-    );
+    // Erin (A) and four users of C in #side.
+    let mut lost = [d1, d2, d3, d4];
+    let lost_names: HashSet<String> = lost.iter().map(|user| user.name.clone()).collect();
+    {
+        let mut lobby: Vec<&mut Client> = vec![&mut alice, &mut bob, &mut carol];
+        lobby.extend(lost.iter_mut());
+        move_to(&mut erin, "side", &mut lobby, &mut []);
+    }
+    for i in 0..lost.len() {
+        let (moved, still_in_lobby) = lost.split_at_mut(i + 1);
+        let (in_side, mover) = moved.split_at_mut(i);
+        let mut lobby: Vec<&mut Client> = vec![&mut alice, &mut bob, &mut carol];
+        lobby.extend(still_in_lobby.iter_mut());
+        let mut side: Vec<&mut Client> = vec![&mut erin];
+        side.extend(in_side.iter_mut());
+        move_to(&mut mover[0], "side", &mut lobby, &mut side);
+    }
 
     servers[2].signal(libc::SIGKILL);
     let killed = Instant::now();
     let limit = SERVER_LOST_BOUND + SLACK;
     let mut announced = Vec::new();
-    for (user, line) in [
-        (&mut alice, "carol has left (server lost)"),
-        (&mut bob, "carol has left (server lost)"),
-        (&mut erin, "dave has left (server lost)"),
-    ] {
+    for user in [&mut alice, &mut bob] {
+        let line = "carol has left (server lost)";
         let at = expect_within(user, line, limit, killed);
         announced.push(at);
         eprintln!("{}: {line:?} {at:?} after the SIGKILL", user.name);
     }
+    // Four at once: counted (`4 users have left`), or one by one if the
+    // announcements came in several batches.
+    erin.stream().set_read_timeout(Some(limit)).unwrap();
+    count_presence(
+        &mut erin,
+        &lost_names,
+        "has left (server lost)",
+        "users have left",
+    );
+    erin.stream().set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    announced.push(killed.elapsed());
+    eprintln!(
+        "erin: #side's 4 users of C gone {:?} after the SIGKILL",
+        killed.elapsed()
+    );
     let latest = announced.iter().max().unwrap();
     assert!(
         *latest <= limit,
         "server lost announced {latest:?} after the kill (bound {SERVER_LOST_BOUND:?})"
     );
-    drop((carol, dave));
+    drop((carol, lost));
 
     // The lost names are free on both survivors.
     let mut newcomer = Client::join(servers[1].addr);
