@@ -7,14 +7,16 @@
 //!   `/quit` reason, EOF, counted batches, a newcomer's first line after
 //!   its arrival); one order of a room's lines for every member on every
 //!   server, the sender's echo included; renames and unique names
-//!   (case-insensitive, look-alikes, default names `~2`); `/msg` and
-//!   `No such user`; `/join`, `who` in entry order, `/rooms` counts;
-//!   history said on one server replayed on another (connect, `/join`,
-//!   `/history N`, a room emptied and re-entered; entering mid-stream, each
-//!   line exactly once between replay and live); `/kick`, `/ban NAME`,
-//!   `/bans`, `/unban` and `/wall` by an operator on one server reaching
-//!   users on the others. The contract says a user cannot tell which
-//!   server anyone else is on: these tests are that claim, row by row.
+//!   (case-insensitive, look-alikes, default names `~2`, two servers
+//!   claiming one name at once: one winner); `/msg` and `No such user`;
+//!   `/join`, `who` in entry order, `/rooms` counts; history said on one
+//!   server replayed on another (connect, `/join`, `/history N`, a room
+//!   emptied and re-entered; entering mid-stream, each line exactly once
+//!   between replay and live); `/kick`, `/ban NAME`, `/bans`, `/unban`
+//!   and `/wall` by an operator on one server reaching users on the
+//!   others; a server started later joining the running chat. The
+//!   contract says a user cannot tell which server anyone else is on:
+//!   these tests are that claim, row by row.
 //! - **The faults the cluster exists to survive**, each measured and
 //!   printed (run with `--nocapture` to see the figures): a server
 //!   SIGKILLed (its users announced `(server lost)` within 10 s, once,
@@ -553,6 +555,101 @@ fn sorted(names: &[String]) -> Vec<String> {
     let mut names = names.to_vec();
     names.sort();
     names
+}
+
+/// Two users on different servers claim the same name (and then two
+/// look-alikes) at the same moment: Redis decides, exactly one gets it,
+/// the other is told `Name NEW is taken`, and everyone hears the one
+/// rename.
+#[test]
+fn simultaneous_claims_of_one_name_on_two_servers_have_one_winner() {
+    if !redis_available("simultaneous_claims_of_one_name_on_two_servers_have_one_winner") {
+        return;
+    }
+    let redis = Redis::on_unix_socket();
+    let servers = cluster(&redis, 3, &[]);
+    let [mut alice, mut bob, mut carol] =
+        gather(&servers, [(0, "alice"), (1, "bob"), (2, "carol")]);
+    for (round, [a, b]) in [["zed", "ZED"], ["bob1", "bobl"], ["pace", "расе"]]
+        .into_iter()
+        .enumerate()
+    {
+        alice.send(&format!("/nick {a}"));
+        bob.send(&format!("/nick {b}"));
+        let (alice_line, bob_line) = (alice.line(), bob.line());
+        let alice_won = alice_line == format!("{} is now known as {a}", alice.name);
+        let bob_won = bob_line == format!("{} is now known as {b}", bob.name);
+        assert!(
+            alice_won != bob_won,
+            "round {round}: exactly one wins: alice read {alice_line:?}, bob {bob_line:?}"
+        );
+        let (winner, loser, won, lost) = if alice_won {
+            (&mut alice, &mut bob, a, b)
+        } else {
+            (&mut bob, &mut alice, b, a)
+        };
+        let notice = format!("{} is now known as {won}", winner.name);
+        // The loser reads its refusal and the winner's rename, in either
+        // order (the refusal is a reply; the rename an event).
+        let other = loser.line();
+        let mut got = vec![if alice_won { bob_line } else { alice_line }, other];
+        got.sort();
+        let mut want = vec![notice.clone(), format!("Name {lost} is taken")];
+        want.sort();
+        assert_eq!(got, want, "round {round}: {}", loser.name);
+        carol.expect(&notice);
+        winner.name = won.to_string();
+        eprintln!("round {round}: {won} won over {lost}");
+    }
+    say(&mut carol, "settled", &mut [&mut alice, &mut bob]);
+}
+
+/// A server started after the others joins the running chat: once it logs
+/// `cluster: linked` (README.md), a user connecting to it gets the lobby's
+/// history said on the others, `who` lists everyone, and the others hear
+/// the newcomer arrive.
+#[test]
+fn a_server_started_later_joins_the_running_chat() {
+    if !redis_available("a_server_started_later_joins_the_running_chat") {
+        return;
+    }
+    let redis = Redis::on_unix_socket();
+    let mut servers = cluster(&redis, 2, &[]);
+    let [mut alice, mut bob] = gather(&servers, [(0, "alice"), (1, "bob")]);
+    let before = unix_now();
+    say(&mut alice, "before the third", &mut [&mut bob]);
+    move_to(&mut bob, "side", &mut [&mut alice], &mut []);
+    say(&mut bob, "on the side", &mut []);
+    let after = unix_now();
+
+    let late = node(&redis, &[]);
+    late.wait_log("cluster: linked");
+    let mut carol = Client::join(late.addr);
+    expect_history(&mut carol, &["alice: before the third"], before, after);
+    alice.expect(&format!("{} has arrived", carol.name));
+    carol.rename("carol", &mut [&mut alice]);
+    let (listed, skipped) = who_and_skipped(&mut carol);
+    assert_eq!(skipped, Vec::<String>::new());
+    assert_eq!(listed, ["alice", "carol"]);
+    carol.send("/rooms");
+    for line in [
+        "2 rooms:",
+        "  #lobby (2 users) (you are here)",
+        "  #side (1 user)",
+    ] {
+        carol.expect(line);
+    }
+    carol.send("/msg BOB hi from the new one");
+    carol.expect("[to bob] hi from the new one");
+    bob.expect("[private] carol: hi from the new one");
+    carol.send("/join side");
+    carol.expect("You are now in #side");
+    expect_history(&mut carol, &["bob: on the side"], before, after);
+    alice.expect("carol has left for #side");
+    bob.expect("carol has arrived");
+    say(&mut carol, "hello side", &mut [&mut bob]);
+    servers.push(late);
+    assert_running(&mut servers);
 }
 
 /// Two unconnected sockets bound to the same local address and port
