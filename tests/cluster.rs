@@ -29,7 +29,8 @@
 //!   RSS bounded, recovery after SIGCONT). Beyond the list: one
 //!   server shut down gracefully (its users' departures heard at once) and
 //!   one server paused (SIGSTOP) long enough to be taken for lost, then
-//!   resumed (its users back in the one chat, names still theirs).
+//!   resumed (its users back in the one chat, names still theirs; and if
+//!   a lost user's name was taken meanwhile, still no name held twice).
 //! - **The flags**: `--db` with `--cluster` exits 2; `--reuse-port` lets
 //!   two linked servers share one address (both accept, one chat);
 //!   `--cluster-name` keeps two clusters on one Redis apart (and prefixes
@@ -1314,6 +1315,53 @@ fn a_paused_server_taken_for_lost_rejoins_the_chat_when_it_resumes() {
     mallory.expect("Name BOB is taken");
     say(&mut bob, "back", &mut [&mut alice, &mut mallory]);
     say(&mut alice, "welcome back", &mut [&mut bob, &mut mallory]);
+    assert_running(&mut servers);
+}
+
+/// A paused server's user is announced lost and its name taken by someone
+/// else; when the server resumes, names must still be unique at every
+/// moment (PROTOCOL.md, Names): `who` never lists one name twice.
+#[test]
+fn a_name_freed_by_a_paused_server_is_not_held_twice_when_it_resumes() {
+    if !redis_available("a_name_freed_by_a_paused_server_is_not_held_twice_when_it_resumes") {
+        return;
+    }
+    let redis = Redis::on_unix_socket();
+    let mut servers = cluster(&redis, 2, &[]);
+    let [mut alice, mut bob] = gather(&servers, [(0, "alice"), (1, "bob")]);
+    servers[1].signal(libc::SIGSTOP);
+    let paused = Instant::now();
+    expect_within(
+        &mut alice,
+        "bob has left (server lost)",
+        SERVER_LOST_BOUND + SLACK,
+        paused,
+    );
+    let mut usurper = Client::join(servers[0].addr);
+    alice.expect(&format!("{} has arrived", usurper.name));
+    usurper.rename("bob", &mut [&mut alice]);
+    servers[1].signal(libc::SIGCONT);
+    let resumed = Instant::now();
+    // Whatever the servers decide, within the resync bound each `who`
+    // lists three users with three different names.
+    let mut views = Vec::new();
+    for user in [&mut alice, &mut usurper, &mut bob] {
+        let deadline = resumed + RESYNC_BOUND + SLACK;
+        let (names, skipped) = loop {
+            let (names, skipped) = who_and_skipped(user);
+            if names.len() == 3 || Instant::now() > deadline {
+                break (names, skipped);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        eprintln!("{} sees {names:?} (read {skipped:?})", user.name);
+        views.push(names);
+    }
+    for names in &views {
+        let unique: HashSet<String> = names.iter().map(|n| n.to_lowercase()).collect();
+        assert_eq!(names.len(), 3, "{views:?}");
+        assert_eq!(unique.len(), 3, "one name held twice: {views:?}");
+    }
     assert_running(&mut servers);
 }
 
