@@ -482,6 +482,37 @@ fn a_room_s_lines_are_in_one_order_for_everyone_on_every_server() {
     );
 }
 
+/// Lines of any content cross servers byte for byte: the longest line
+/// (4096 bytes, two-byte characters), quotes, backslashes, format and Lua
+/// pattern characters, emoji, in chat, `/me` and `/msg`.
+#[test]
+fn lines_of_any_content_cross_servers_intact() {
+    if !redis_available("lines_of_any_content_cross_servers_intact") {
+        return;
+    }
+    let redis = Redis::on_unix_socket();
+    let servers = cluster(&redis, 2, &[]);
+    let [mut alice, mut bob] = gather(&servers, [(0, "alice"), (1, "bob")]);
+    let texts = [
+        "é".repeat(2048),
+        r#"%s %d %% \ \n ' " [[ ]] -- $1 ${x} `rm` | : ; , . ^$()%.[]*+-?"#.to_string(),
+        "🦀 ünïcödé — 中文 — עברית text".to_string(),
+        "x".repeat(4096),
+    ];
+    for text in &texts {
+        say(&mut alice, text, &mut [&mut bob]);
+        // `/me ` counts toward the line's 4096 bytes.
+        let text = &text[..text.len().min(4092)];
+        bob.send(&format!("/me {text}"));
+        let action = format!("* bob {text}");
+        all_expect(&mut [&mut bob, &mut alice], &action);
+    }
+    let text = &texts[1];
+    alice.send(&format!("/msg bob {text}"));
+    alice.expect(&format!("[to bob] {text}"));
+    bob.expect(&format!("[private] alice: {text}"));
+}
+
 /// Renames are broadcast across servers; names are unique across servers
 /// (case-insensitive, look-alikes included), a name given up is free on
 /// every server, and default names are unique across servers too
@@ -949,7 +980,7 @@ fn replay_then_live(user: &mut Client, last: &str) -> (Vec<String>, Vec<String>)
 /// Operators act across servers: `/kick` of a user on another server (the
 /// victim's and the room's lines, `Kicked NAME` first for the operator),
 /// `/ban NAME` kicking every connection of that address on every server
-/// and refusing new ones everywhere, `/bans` the same on every server,
+/// and refusing new ones everywhere (a server started afterwards too), `/bans` the same on every server,
 /// `/unban` from another server, `/wall` reaching every room on every
 /// server. Users are told apart by loopback address (127.0.0.2, …), and
 /// loopback is not exempt (`--ip-exempt none`).
@@ -1050,6 +1081,20 @@ fn operators_kick_ban_and_wall_across_servers() {
         expect_refused("127.0.0.3", server.addr, "You are banned from this server");
     }
     let after = unix_now();
+    // A server started now learns the ban with the rest of the cluster's
+    // state.
+    let late = node(
+        &redis,
+        &[
+            "--oper-password-file",
+            &password_file,
+            "--ip-exempt",
+            "none",
+        ],
+    );
+    late.wait_log("cluster: linked");
+    expect_refused("127.0.0.3", late.addr, "You are banned from this server");
+    drop(late);
 
     // The ban list is the cluster's: the same from an operator on C.
     watcher.send(&format!("/oper {PASSWORD}"));
