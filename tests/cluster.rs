@@ -24,11 +24,13 @@
 //!   (local chat goes on, renames and remote `/msg` refused as written,
 //!   one warning, no CPU spent spinning — /proc utime+stime of every
 //!   chatd over the outage — and within 5 s of Redis's return `who` is
-//!   whole and lines cross again); a Redis that stops reading (SIGSTOP)
-//!   while one user floods (the link declared down at its bound, chatd's
-//!   RSS bounded, recovery after SIGCONT). Beyond the list: one
-//!   server shut down gracefully (its users' departures heard at once) and
-//!   one server paused (SIGSTOP) long enough to be taken for lost, then
+//!   whole and lines cross again); servers started before their Redis
+//!   (alone, then one chat once it runs); a Redis that stops reading
+//!   (SIGSTOP) while one user floods (the link declared down at its
+//!   bound, chatd's RSS bounded, a line said meanwhile kept on its
+//!   server, recovery after SIGCONT). Beyond the list: one server
+//!   shut down gracefully (its users' departures heard at once) and one
+//!   server paused (SIGSTOP) long enough to be taken for lost, then
 //!   resumed (its users back in the one chat, names still theirs; and if
 //!   a lost user's name was taken meanwhile, still no name held twice).
 //! - **The flags**: `--db` with `--cluster` exits 2; `--reuse-port` lets
@@ -37,12 +39,12 @@
 //!   every key and channel).
 //!
 //! Each test starts its own Redis (on a Unix socket in a temporary
-//! directory, or a free port) and its own servers on `127.0.0.1:0`, so
-//! tests never share state. A server logging `listening on` is not yet
-//! linked: the tests wait for observable effects instead (every server's
-//! `who` listing every user) before they begin, with bounded waits
-//! everywhere. Without `redis-server` the tests print a loud `DID NOT RUN`
-//! and pass, except under `CI`, where they fail.
+//! directory; one on a free TCP port, for the `redis://` form) and its own
+//! servers on `127.0.0.1:0`, so tests never share state. A server logging
+//! `listening on` is not yet linked: the tests wait for observable effects
+//! instead (every server's `who` listing every user) before they begin,
+//! with bounded waits everywhere. Without `redis-server` the tests print a
+//! loud `DID NOT RUN` and pass, except under `CI`, where they fail.
 
 mod common;
 
@@ -420,13 +422,14 @@ fn count_presence(watcher: &mut Client, names: &HashSet<String>, single: &str, p
 /// servers send 50 lines each (with `/me` among them) interleaved, a third
 /// on a third server 10 actions, all without waiting; every member, on
 /// every server, senders included, reads the same 110 lines in the same
-/// order, each sender's own lines in the order it sent them.
+/// order, each sender's own lines in the order it sent them. (Redis on
+/// TCP here, `redis://127.0.0.1:PORT`; the other tests use a Unix socket.)
 #[test]
 fn a_room_s_lines_are_in_one_order_for_everyone_on_every_server() {
     if !redis_available("a_room_s_lines_are_in_one_order_for_everyone_on_every_server") {
         return;
     }
-    let redis = Redis::on_unix_socket();
+    let redis = Redis::on_free_port();
     let servers = cluster(&redis, 3, &["--flood-rate", "0"]);
     let [alice, bob, carol, dave, erin] = gather(
         &servers,
@@ -1416,6 +1419,45 @@ fn is_presence(line: &str) -> bool {
         || line.contains(" has left")
         || line.ends_with(" users have arrived")
         || line.ends_with(" users have left")
+}
+
+/// Servers started before their Redis: each serves its own users alone
+/// meanwhile (renames refused as the contract says), logs one warning,
+/// and once Redis runs, within 5 s, they are one chat.
+#[test]
+fn servers_started_before_redis_become_one_chat_when_it_comes() {
+    if !redis_available("servers_started_before_redis_become_one_chat_when_it_comes") {
+        return;
+    }
+    let mut redis = Redis::not_started_on_unix_socket();
+    let servers = cluster(&redis, 2, &[]);
+    let mut alice = Client::join(servers[0].addr);
+    let mut bob = Client::join(servers[1].addr);
+    alice.send("/nick alice");
+    alice.expect(UNAVAILABLE);
+    say(&mut alice, "anyone?", &mut []);
+    assert_eq!(who_and_skipped(&mut bob).0, [bob.name.clone()]);
+    for server in &servers {
+        server.wait_log("unreachable");
+        let warnings = server_warnings(server);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    redis.start();
+    let started = Instant::now();
+    let both = [alice.name.clone(), bob.name.clone()];
+    for user in [&mut alice, &mut bob] {
+        let (at, skipped) = wait_for_who(user, &both, RESYNC_BOUND + SETTLE);
+        eprintln!("{}: `who` whole {at:?} after Redis started", user.name);
+        assert_eq!(skipped, Vec::<String>::new(), "{}", user.name);
+        assert!(
+            started.elapsed() <= RESYNC_BOUND + SLACK,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    alice.rename("alice", &mut [&mut bob]);
+    say(&mut bob, "one chat", &mut [&mut alice]);
 }
 
 /// Redis stopped for 5 s and started again (empty: no persistence): each
