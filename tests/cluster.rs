@@ -592,6 +592,25 @@ fn sorted(names: &[String]) -> Vec<String> {
     names
 }
 
+/// Two unconnected sockets bound to the same local address and port
+/// (SO_REUSEADDR on both; they may connect as long as their peers differ).
+fn twin_sockets() -> (Socket, Socket) {
+    let socket = || {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket.set_reuse_address(true).expect("SO_REUSEADDR");
+        socket
+    };
+    let first = socket();
+    first
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let second = socket();
+    second
+        .bind(&first.local_addr().unwrap())
+        .expect("bind the same address and port");
+    (first, second)
+}
+
 /// Two users on different servers claim the same name (and then two
 /// look-alikes) at the same moment: Redis decides, exactly one gets it,
 /// the other is told `Name NEW is taken`, and everyone hears the one
@@ -685,25 +704,6 @@ fn a_server_started_later_joins_the_running_chat() {
     say(&mut carol, "hello side", &mut [&mut bob]);
     servers.push(late);
     assert_running(&mut servers);
-}
-
-/// Two unconnected sockets bound to the same local address and port
-/// (SO_REUSEADDR on both; they may connect as long as their peers differ).
-fn twin_sockets() -> (Socket, Socket) {
-    let socket = || {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-        socket.set_reuse_address(true).expect("SO_REUSEADDR");
-        socket
-    };
-    let first = socket();
-    first
-        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind");
-    let second = socket();
-    second
-        .bind(&first.local_addr().unwrap())
-        .expect("bind the same address and port");
-    (first, second)
 }
 
 /// `/msg` reaches a user on another server in another room (both lines,
