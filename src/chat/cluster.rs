@@ -102,6 +102,9 @@ pub enum Pending {
     Move(ConnId, String),
     /// A departure.
     Leave(ConnId),
+    /// A default name for a user whose name was given away, offering
+    /// candidates from number `next`.
+    Reclaim(ConnId, usize),
     /// `/history N`.
     History(ConnId, String, usize),
     /// A chat line by a user, to a room (delivered here if the link fails
@@ -222,10 +225,11 @@ struct Texts {
     reap: Script,
     quit: Script,
     resync: Script,
+    reclaim: Script,
 }
 
 impl Texts {
-    fn all(&self) -> [&Script; 11] {
+    fn all(&self) -> [&Script; 12] {
         [
             &self.arrive,
             &self.rename,
@@ -238,6 +242,7 @@ impl Texts {
             &self.reap,
             &self.quit,
             &self.resync,
+            &self.reclaim,
         ]
     }
 }
@@ -273,6 +278,7 @@ impl Cluster {
                 reap: Script::new(scripts::REAP),
                 quit: Script::new(scripts::QUIT),
                 resync: Script::new(scripts::RESYNC),
+                reclaim: Script::new(scripts::RECLAIM),
             },
         }
     }
@@ -366,6 +372,23 @@ fn server_id() -> String {
         hasher.write_u128(since.as_nanos());
     }
     format!("{:016x}", hasher.finish())
+}
+
+/// Default names `from` on for a user at `addr` (`ADDR`, `ADDR~2`, …), each
+/// followed by its skeleton: the candidates a script claims the first free
+/// one of.
+fn default_names(addr: &str, from: usize) -> Vec<Vec<u8>> {
+    let mut args = Vec::with_capacity(2 * NAME_CANDIDATES);
+    for n in from..from + NAME_CANDIDATES {
+        let name = if n == 1 {
+            addr.to_string()
+        } else {
+            format!("{addr}{}{n}", names::DEFAULT_NAME_COUNTER)
+        };
+        args.push(names::skeleton(&name).into_bytes());
+        args.insert(args.len() - 1, name.into_bytes());
+    }
+    args
 }
 
 /// A user's id as the cluster knows it.
@@ -476,18 +499,25 @@ impl Chat {
             base.clone().into_bytes(),
             replay.into_bytes(),
         ];
-        for n in from..from + NAME_CANDIDATES {
-            let name = if n == 1 {
-                base.clone()
-            } else {
-                format!("{base}{}{n}", names::DEFAULT_NAME_COUNTER)
-            };
-            args.push(names::skeleton(&name).into_bytes());
-            args.insert(args.len() - 1, name.into_bytes());
-        }
+        args.extend(default_names(&base, from));
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.eval(Pending::Arrive(id, from), |t| &t.arrive, &refs);
+        }
+    }
+
+    /// A local user whose name another server gave away while this one was
+    /// taken for dead: it gets a default name, told to its room as a
+    /// rename, so names stay unique.
+    fn request_reclaim(&mut self, id: ConnId, from: usize) {
+        let Some(user) = self.users.get(&id) else {
+            return;
+        };
+        let mut args: Vec<Vec<u8>> = vec![uid(id).to_string().into_bytes()];
+        args.extend(default_names(&user.addr.to_string(), from));
+        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.eval(Pending::Reclaim(id, from), |t| &t.reclaim, &refs);
         }
     }
 
@@ -784,7 +814,7 @@ impl Chat {
             | Pending::Move(id, _)
             | Pending::Leave(id)
             | Pending::History(id, _, _) => self.settle_locally(id, now, out),
-            Pending::Resync | Pending::Heartbeat | Pending::Fire => {}
+            Pending::Resync | Pending::Heartbeat | Pending::Reclaim(..) | Pending::Fire => {}
         }
     }
 
@@ -869,12 +899,27 @@ impl Chat {
                 }
             }
             Pending::Resync => {
-                if let Reply::Int(conflicts) = reply
-                    && conflicts > 0
-                {
+                let Reply::Array(uids) = reply else {
+                    return;
+                };
+                if !uids.is_empty() {
                     warn!(
-                        "cluster: {conflicts} of this server's users have names another server took while Redis was away"
+                        "cluster: {} of this server's users have names another server gave away meanwhile; they get default names",
+                        uids.len()
                     );
+                }
+                for uid in uids {
+                    if let Reply::Bulk(text) = uid
+                        && let Some(raw) =
+                            std::str::from_utf8(&text).ok().and_then(|t| t.parse().ok())
+                    {
+                        self.request_reclaim(ConnId::from_u64(raw), 1);
+                    }
+                }
+            }
+            Pending::Reclaim(id, from) => {
+                if reply == Reply::Nil {
+                    self.request_reclaim(id, from + NAME_CANDIDATES);
                 }
             }
             Pending::Heartbeat => {

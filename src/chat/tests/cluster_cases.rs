@@ -91,7 +91,7 @@ impl Cw {
         assert_eq!(self.phase(), Phase::Syncing);
         let mut calls = self.calls();
         let resync = calls.pop().expect("a resync");
-        assert_eq!(calls.len(), 11, "every script is loaded first");
+        assert_eq!(calls.len(), 12, "every script is loaded first");
         for load in &calls {
             assert_eq!(load.args[..2], [b"SCRIPT".to_vec(), b"LOAD".to_vec()]);
             assert_eq!(load.tag, Pending::Fire);
