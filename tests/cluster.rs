@@ -1368,7 +1368,9 @@ fn a_paused_server_taken_for_lost_rejoins_the_chat_when_it_resumes() {
 
 /// A paused server's user is announced lost and its name taken by someone
 /// else; when the server resumes, names must still be unique at every
-/// moment (PROTOCOL.md, Names): `who` never lists one name twice.
+/// moment (PROTOCOL.md, Names): the returning user gets its default name
+/// (its address: nobody holds it), told once to everyone as a rename, and
+/// no claim is left behind in Redis once everyone has left.
 #[test]
 fn a_name_freed_by_a_paused_server_is_not_held_twice_when_it_resumes() {
     if !redis_available("a_name_freed_by_a_paused_server_is_not_held_twice_when_it_resumes") {
@@ -1377,6 +1379,7 @@ fn a_name_freed_by_a_paused_server_is_not_held_twice_when_it_resumes() {
     let redis = Redis::on_unix_socket();
     let mut servers = cluster(&redis, 2, &[]);
     let [mut alice, mut bob] = gather(&servers, [(0, "alice"), (1, "bob")]);
+    let address = bob.stream().local_addr().unwrap().to_string();
     servers[1].signal(libc::SIGSTOP);
     let paused = Instant::now();
     expect_within(
@@ -1390,27 +1393,57 @@ fn a_name_freed_by_a_paused_server_is_not_held_twice_when_it_resumes() {
     usurper.rename("bob", &mut [&mut alice]);
     servers[1].signal(libc::SIGCONT);
     let resumed = Instant::now();
-    // Whatever the servers decide, within the resync bound each `who`
-    // lists three users with three different names.
-    let mut views = Vec::new();
+
+    // Within the resync bound every `who` lists three different names.
+    let mut read: Vec<Vec<String>> = Vec::new();
     for user in [&mut alice, &mut usurper, &mut bob] {
         let deadline = resumed + RESYNC_BOUND + SLACK;
-        let (names, skipped) = loop {
+        let mut seen = Vec::new();
+        let names = loop {
             let (names, skipped) = who_and_skipped(user);
-            if names.len() == 3 || Instant::now() > deadline {
-                break (names, skipped);
+            seen.extend(skipped);
+            let unique: HashSet<String> = names.iter().map(|n| n.to_lowercase()).collect();
+            if (names.len() == 3 && unique.len() == 3) || Instant::now() > deadline {
+                break names;
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        eprintln!("{} sees {names:?} (read {skipped:?})", user.name);
-        views.push(names);
-    }
-    for names in &views {
+        eprintln!("{} sees {names:?} (read {seen:?})", user.name);
         let unique: HashSet<String> = names.iter().map(|n| n.to_lowercase()).collect();
-        assert_eq!(names.len(), 3, "{views:?}");
-        assert_eq!(unique.len(), 3, "one name held twice: {views:?}");
+        assert_eq!(
+            (names.len(), unique.len()),
+            (3, 3),
+            "{}: one name held twice {:?} after SIGCONT: {names:?}",
+            user.name,
+            resumed.elapsed()
+        );
+        read.push(seen);
     }
+    say(&mut alice, "sorted out", &mut []);
+    for (user, seen) in [&mut usurper, &mut bob].into_iter().zip(&mut read[1..]) {
+        seen.extend(user.skip_until("alice: sorted out"));
+    }
+    // One rename, to the plain default name, heard by everyone.
+    let renamed = format!("bob is now known as {address}");
+    for (user, seen) in ["alice", "usurper", "returning bob"].iter().zip(&read) {
+        let renames: Vec<&String> = seen
+            .iter()
+            .filter(|line| line.starts_with("bob is now known as") || line.starts_with(&address))
+            .collect();
+        assert_eq!(renames, [&renamed], "{user} read {seen:?}");
+    }
+    bob.name = address.clone();
+    say(&mut bob, "still here", &mut [&mut alice, &mut usurper]);
     assert_running(&mut servers);
+
+    // Every claim in Redis belongs to someone connected.
+    drop(bob);
+    all_expect(
+        &mut [&mut alice, &mut usurper],
+        &format!("{address} has left"),
+    );
+    let claims = redis.command(&["HKEYS", "chatd:names"]).expect("HKEYS");
+    assert_eq!(claims.strings().len(), 2, "claims left: {claims:?}");
 }
 
 /// True for an arrival or departure notice (one by one or counted).
