@@ -175,6 +175,10 @@ pub struct Cluster {
     last_beat: Option<Instant>,
     /// True once this outage was logged.
     warned: bool,
+    /// A registration was sent and not answered yet: another request for
+    /// one (a heartbeat and a `lost` event both saying this server was
+    /// taken for dead) is not needed.
+    registering: bool,
     /// Remote users: (server, uid) → the id they have here.
     remote: HashMap<(Arc<str>, u64), ConnId>,
     /// Server ids, shared by their users' records.
@@ -262,6 +266,7 @@ impl Cluster {
             up_since: None,
             last_beat: None,
             warned: false,
+            registering: false,
             remote: HashMap::new(),
             servers: HashMap::new(),
             next_remote: 0,
@@ -742,6 +747,7 @@ impl Chat {
         }
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         if let Some(cluster) = self.cluster.as_mut() {
+            cluster.registering = true;
             cluster.eval(Pending::Resync, |t| &t.resync, &refs);
         }
     }
@@ -760,6 +766,7 @@ impl Chat {
         };
         let was = cluster.phase;
         cluster.phase = Phase::Down;
+        cluster.registering = false;
         cluster.up_since = None;
         if !cluster.warned {
             cluster.warned = true;
@@ -899,6 +906,9 @@ impl Chat {
                 }
             }
             Pending::Resync => {
+                if let Some(cluster) = self.cluster.as_mut() {
+                    cluster.registering = false;
+                }
                 let Reply::Array(uids) = reply else {
                     return;
                 };
@@ -923,7 +933,11 @@ impl Chat {
                 }
             }
             Pending::Heartbeat => {
-                if reply == Reply::Int(0) && self.cluster().is_some_and(|c| c.phase == Phase::Up) {
+                if reply == Reply::Int(0)
+                    && self
+                        .cluster()
+                        .is_some_and(|c| c.phase == Phase::Up && !c.registering)
+                {
                     warn!("cluster: the others took this server for dead; registering again");
                     self.request_resync(now);
                 }
@@ -1094,8 +1108,10 @@ impl Chat {
             }
             Event::Lost { server, seq } => {
                 if mine(server) {
-                    warn!("cluster: the others took this server for dead; registering again");
-                    self.request_resync(now);
+                    if self.cluster().is_some_and(|c| !c.registering) {
+                        warn!("cluster: the others took this server for dead; registering again");
+                        self.request_resync(now);
+                    }
                 } else {
                     info!("cluster: server {server} lost; its users have left");
                     self.drop_server(server, Some(Gone::Because(protocol::SERVER_LOST)), seq, now);

@@ -274,8 +274,9 @@ redis.call('PUBLISH', P .. ':to:' .. S, table.concat(snap, RS))
 return conflicts
 "#;
 
-/// A default name for a user whose name another server holds: claims the
-/// first free candidate (name, skeleton pairs from `ARGV[4]` on), publishes
+/// A default name for a user whose name another server holds: unless its
+/// name is its own again (a second request), claims the first free
+/// candidate (name, skeleton pairs from `ARGV[4]` on), publishes
 /// it as a rename `R`. Returns the name, nil if all are taken, -1 if the
 /// user is not registered.
 ///
@@ -286,10 +287,13 @@ local owner = S .. US .. uid
 local ukey = P .. ':users:' .. S
 local rec = redis.call('HGET', ukey, uid)
 if not rec then return -1 end
-local seq, room, old, addr = split(rec)
+local seq, room, old, addr, oldskel = split(rec)
+if redis.call('HGET', P .. ':names', oldskel) == owner then return old end
 for i = 4, #ARGV, 2 do
   local name, skel = ARGV[i], ARGV[i + 1]
-  if redis.call('HSETNX', P .. ':names', skel, owner) == 1 then
+  local holder = redis.call('HGET', P .. ':names', skel)
+  if not holder or holder == owner then
+    redis.call('HSET', P .. ':names', skel, owner)
     redis.call('HSET', ukey, uid, seq .. US .. room .. US .. name .. US .. addr .. US .. skel)
     redis.call('PUBLISH', P .. ':events', 'R' .. US .. S .. US .. uid .. US .. old .. US .. name)
     return name
