@@ -39,7 +39,6 @@ use crate::chat::cluster::{Call, Cluster, Pending, Reply};
 use crate::chat::{Chat, Effect, Leave, Now, Outbound, Security, Settings};
 use crate::clean::clean_line;
 use crate::cluster::{Link, LinkEvent, NotSent};
-use crate::command;
 use crate::config::{Config, HISTORY_MAX_BYTES, HISTORY_PER_ROOM};
 use crate::conn::{Conn, ReadResult};
 use crate::conns::{Conns, QueueLimits};
@@ -818,10 +817,7 @@ impl Server {
             lines += 1;
             self.counters.lines_received += 1;
             match input {
-                Input::Line(text) => {
-                    self.chat
-                        .execute(id, command::parse(&text), now, &mut self.conns)
-                }
+                Input::Line(text) => self.chat.execute_line(id, &text, now, &mut self.conns),
                 Input::TooLong => {
                     let line = protocol::line_too_long(self.config.max_line);
                     self.conns.line(id, &line);

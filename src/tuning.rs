@@ -122,3 +122,10 @@ pub const MAX_TLS_REFUSALS: usize = 1024;
 /// signature), so 16 keep one iteration's handshake work near 2 ms and a
 /// storm of 1,000 TLS connects from holding plain users' lines for 140 ms.
 pub const HANDSHAKES_PER_TURN: usize = 16;
+
+/// With `--cluster`, the chat lines one user may have on their way through
+/// Redis at once. Its lines are read on without waiting for their echoes
+/// (so a fast sender is not held to one line per round trip), up to this
+/// many; past it, or for any other command, its input waits for them, so
+/// a reply never overtakes the user's own line.
+pub const CLUSTER_LINES_IN_FLIGHT: u32 = 32;

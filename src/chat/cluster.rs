@@ -56,6 +56,7 @@ use crate::names;
 use crate::presence::Seq;
 use crate::protocol::{self, Departure};
 use crate::rooms::LOBBY_ID;
+use crate::tuning::CLUSTER_LINES_IN_FLIGHT;
 use log::{debug, info, warn};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -486,6 +487,8 @@ impl Chat {
                 waiting: Some(Waiting::Arrive),
                 gone: None,
                 member: false,
+                in_flight: 0,
+                deferred: None,
             },
         );
         self.request_arrival(id, 1);
@@ -548,7 +551,10 @@ impl Chat {
         let unix = now.unix.to_string();
         let uid = uid(id).to_string();
         if let Some(user) = self.users.get_mut(&id) {
-            user.waiting = Some(Waiting::Echo);
+            user.in_flight += 1;
+            if user.in_flight >= CLUSTER_LINES_IN_FLIGHT {
+                user.waiting = Some(Waiting::Echo);
+            }
         }
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.eval(
@@ -794,6 +800,12 @@ impl Chat {
             cluster.remote.clear();
             cluster.servers.clear();
         }
+        // Lines answered but not echoed will not be: nobody waits for them.
+        for user in self.users.values_mut() {
+            if user.waiting.is_none() {
+                user.in_flight = 0;
+            }
+        }
         // Whoever still waits is served here.
         let local: Vec<ConnId> = self
             .users
@@ -813,7 +825,7 @@ impl Chat {
                 if let Some(room_id) = self.rooms.find(&room) {
                     self.say_here(room_id, &line, now.unix, out);
                 }
-                self.settle_locally(id, now, out);
+                self.echoed(id, now, out);
             }
             Pending::Wall(line) => self.wall_here(&line, out),
             Pending::Arrive(id, _)
@@ -822,6 +834,36 @@ impl Chat {
             | Pending::Leave(id)
             | Pending::History(id, _, _) => self.settle_locally(id, now, out),
             Pending::Resync | Pending::Heartbeat | Pending::Reclaim(..) | Pending::Fire => {}
+        }
+    }
+
+    /// One of user `id`'s lines came back (or will not): once few enough
+    /// are on their way its input goes on, and once none is, the command
+    /// that waited for them runs.
+    fn echoed(&mut self, id: ConnId, now: Now, out: &mut impl Outbound) {
+        let Some(user) = self.users.get_mut(&id) else {
+            return;
+        };
+        user.in_flight = user.in_flight.saturating_sub(1);
+        if user.waiting != Some(Waiting::Echo) {
+            return;
+        }
+        if user.deferred.is_none() {
+            if user.in_flight < CLUSTER_LINES_IN_FLIGHT {
+                self.resume(id);
+            }
+            return;
+        }
+        if user.in_flight > 0 {
+            return;
+        }
+        let deferred = user.deferred.take();
+        user.waiting = None;
+        if let Some(text) = deferred {
+            self.execute_line(id, &text, now, out);
+        }
+        if self.users.get(&id).is_some_and(|u| u.waiting.is_none()) {
+            self.effects.push(Effect::Resume(id));
         }
     }
 
@@ -849,7 +891,12 @@ impl Chat {
                 self.resume(id);
                 self.move_here(id, &room, now, out);
             }
-            Some(Waiting::Echo) => self.resume(id),
+            Some(Waiting::Echo) => {
+                if let Some(user) = self.users.get_mut(&id) {
+                    user.in_flight = 0;
+                }
+                self.echoed(id, now, out);
+            }
             Some(Waiting::History(n)) => {
                 let room = user.room;
                 self.resume(id);
@@ -1055,14 +1102,7 @@ impl Chat {
                     self.history_lines += 1;
                 }
                 if mine(server) {
-                    let id = ConnId::from_u64(uid);
-                    if self
-                        .users
-                        .get(&id)
-                        .is_some_and(|u| u.waiting == Some(Waiting::Echo))
-                    {
-                        self.resume(id);
-                    }
+                    self.echoed(ConnId::from_u64(uid), now, out);
                 }
             }
             Event::Wall { line, .. } => self.wall_here(line, out),
@@ -1229,6 +1269,8 @@ impl Chat {
                 waiting: None,
                 gone: None,
                 member: false,
+                in_flight: 0,
+                deferred: None,
             },
         );
         self.names.insert(record.name, id);

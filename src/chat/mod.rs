@@ -243,8 +243,8 @@ pub enum Waiting {
     Move(String),
     /// A `/history` block.
     History(usize),
-    /// The echo of its own line, so that its next command's reply comes
-    /// after it.
+    /// The echoes of its own lines: too many on their way, or a command
+    /// (kept in `deferred`) whose reply must come after them.
     Echo,
 }
 
@@ -280,6 +280,11 @@ pub struct User {
     gone: Option<Leave>,
     /// In its room's member list (a newcomer waiting for its name is not).
     member: bool,
+    /// Its chat lines sent to Redis and not back yet.
+    in_flight: u32,
+    /// A command that came while its lines were on their way, run once
+    /// they are back (at most one: the user's input waits meanwhile).
+    deferred: Option<String>,
 }
 
 /// Users, names, rooms, presence batches and history.
@@ -391,6 +396,8 @@ impl Chat {
                 waiting: None,
                 gone: None,
                 member: false,
+                in_flight: 0,
+                deferred: None,
             },
         );
         self.enter(id, LOBBY_ID, now, out);
@@ -427,6 +434,24 @@ impl Chat {
         } else {
             self.exit(id, user.room, user.entered, now, Some(line), seq);
         }
+    }
+
+    /// Parses and carries out one line of user `id`. In a cluster, a
+    /// command other than a chat line, typed while the user's own lines are
+    /// on their way through Redis, waits for them (the user's input with
+    /// it), so its reply comes after them.
+    pub fn execute_line(&mut self, id: ConnId, text: &str, now: Now, out: &mut impl Outbound) {
+        let command = crate::command::parse(text);
+        if self.cluster.is_some()
+            && !matches!(command, Command::Chat(_) | Command::Me(_) | Command::Empty)
+            && let Some(user) = self.users.get_mut(&id)
+            && user.in_flight > 0
+        {
+            user.deferred = Some(text.to_string());
+            user.waiting = Some(Waiting::Echo);
+            return;
+        }
+        self.execute(id, command, now, out);
     }
 
     /// Carries out `command` for user `id`.

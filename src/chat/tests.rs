@@ -6,7 +6,6 @@
 //! injected ([`at`]), so history times are exact.
 
 use super::*;
-use crate::command;
 use std::time::Instant;
 
 /// A fixed wall-clock time for the tests (2023-11-14 22:13:20 UTC).
@@ -131,8 +130,7 @@ impl World {
 
     /// Runs one client line (through the real parser) for `id`.
     fn send(&mut self, id: ConnId, line: &str) {
-        self.chat
-            .execute(id, command::parse(line), self.now, &mut self.out);
+        self.chat.execute_line(id, line, self.now, &mut self.out);
     }
 
     /// Runs a line for `id` and returns what `id` was sent.

@@ -299,7 +299,7 @@ fn a_local_line_waits_for_its_echo_then_reaches_the_room_here() {
             "1000"
         ]
     );
-    assert!(c.w.chat.is_waiting(a));
+    assert!(!c.w.chat.is_waiting(a), "a line alone does not stop input");
     c.w.out.assert_quiet();
     assert!(c.w.effects().is_empty());
     assert_eq!(
@@ -307,15 +307,46 @@ fn a_local_line_waits_for_its_echo_then_reaches_the_room_here() {
         0,
         "not history before Redis has it"
     );
+    // A command behind the line waits for it, and the input with it.
+    c.w.send(a, "/who");
+    assert!(c.w.chat.is_waiting(a));
+    c.no_calls();
+    c.w.out.assert_quiet();
 
     c.feed(&Cw::echo_of(&call));
-    assert_eq!(c.w.out.take(a), vec![line.clone()]);
+    let who = vec![
+        "3 users in #lobby:".to_string(),
+        format!("  {} (you)", c.w.name(a)),
+        format!("  {}", c.w.name(b)),
+        "  zed".to_string(),
+    ];
+    let mut want = vec![line.clone()];
+    want.extend(who);
+    assert_eq!(c.w.out.take(a), want, "the line, then the reply");
     assert_eq!(c.w.out.take(b), vec![line.clone()]);
     assert!(c.w.out.take(d).is_empty(), "another room");
     c.w.out.assert_quiet();
     assert!(!c.w.chat.is_waiting(a));
     assert_eq!(c.w.effects(), vec![Effect::Resume(a)]);
     assert_eq!(c.w.chat.history_lines(), 1);
+
+    // Lines pipeline up to the bound, then input waits for their echoes.
+    let mut calls = Vec::new();
+    for n in 0..crate::tuning::CLUSTER_LINES_IN_FLIGHT {
+        assert!(!c.w.chat.is_waiting(a), "line {n}");
+        c.w.send(a, &format!("line {n}"));
+        calls.push(c.one_call());
+    }
+    assert!(c.w.chat.is_waiting(a));
+    c.feed(&Cw::echo_of(&calls[0]));
+    assert!(!c.w.chat.is_waiting(a));
+    assert_eq!(c.w.effects(), vec![Effect::Resume(a)]);
+    for call in &calls[1..] {
+        c.feed(&Cw::echo_of(call));
+    }
+    c.w.out.take(a);
+    c.w.out.take(b);
+    assert!(c.w.effects().is_empty());
 
     // A remote user's line: delivered, nobody resumed.
     let theirs = Builder::new("C")
@@ -528,8 +559,10 @@ fn link_down_keeps_this_servers_users_chatting_on_their_own() {
     );
     c.w.out.assert_quiet();
     let effects = c.w.effects();
-    for id in [a, b, n] {
+    for id in [b, n] {
         assert!(effects.contains(&Effect::Resume(id)), "{effects:?}");
+    }
+    for id in [a, b, n] {
         assert!(!c.w.chat.is_waiting(id));
     }
 
