@@ -9,6 +9,8 @@
 //! of process plumbing.
 
 use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -119,6 +121,30 @@ pub fn raise_nofile_limit() -> (u64, u64) {
         }
     }
     (lim.rlim_cur, lim.rlim_max)
+}
+
+/// Makes the child get SIGKILL if this process dies first (Linux
+/// `PR_SET_PDEATHSIG`), so even a chatload killed with SIGKILL, whose Drop
+/// guards never run, leaves no server behind. The signal follows the
+/// thread that spawned the child: spawn from a thread that outlives it.
+pub fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the child between fork and exec and calls
+    // only prctl(2) and getppid(2), both async-signal-safe; it allocates
+    // nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then we are orphaned
+            // already and must not run on.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Samples a process's RSS from a thread of its own every `every` until
