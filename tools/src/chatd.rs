@@ -228,6 +228,16 @@ impl Chatd {
         }
     }
 
+    /// The warning, error and panic lines chatd logged (the first
+    /// thousands).
+    pub fn warning_lines(&self) -> Vec<String> {
+        self.log
+            .warnings
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default()
+    }
+
     /// The address of chatd's metrics endpoint (`--metrics ADDR`), waiting
     /// up to `timeout` for its log line; `None` if it never came.
     pub fn metrics_addr(&self, timeout: Duration) -> Option<SocketAddr> {

@@ -168,6 +168,42 @@ impl RedisServer {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
+    /// The lines of its log that contain any of `words`, e.g. `output
+    /// buffer` (Redis cut a subscriber that fell behind).
+    pub fn log_lines_with(&self, words: &[&str]) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("redis.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| words.iter().any(|w| l.contains(w)))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Whether `binary` (default: `redis-server` from `PATH`) runs at all,
+    /// so a missing Redis is reported before anything else is started.
+    pub fn check_binary(binary: Option<&Path>) -> Result<(), String> {
+        let binary = binary.unwrap_or(Path::new(DEFAULT_BINARY));
+        match Command::new(binary)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+        {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!(
+                "{} --version failed ({})",
+                binary.display(),
+                out.status
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "{} not found: the cluster scenarios need Redis \
+                 (Debian: apt-get install redis-server), or give --redis-server PATH",
+                binary.display()
+            )),
+            Err(e) => Err(format!("cannot run {}: {e}", binary.display())),
+        }
+    }
+
     /// Stops it (SIGTERM, then SIGKILL if it lingers) and removes its
     /// directory; true if it exited by itself with status 0.
     pub fn stop(mut self) -> bool {

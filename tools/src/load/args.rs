@@ -294,6 +294,8 @@ cluster set (side by side, one column per setup; runs alternate between setups):
                                step while p99 <= 50 ms; deliveries/s, p50/p99
                              2 latency: --clients/--senders/--rate/--duration
                                [100/10/1000/5]: p50/p99/p99.9, CPU-s per million
+                             3 fixed rate: 1000 clients, 10 senders, 1000 lines/s,
+                               4 s: CPU-s per million deliveries, p50/p99
                              each with CPU % of every chatd, of redis-server and
                              of chatload, and the clients each chatd got
   --cluster-cost             the round trip's cost per line: --cluster alone,1

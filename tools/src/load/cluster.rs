@@ -6,8 +6,9 @@
 //! the origin included. Two questions follow, and this set answers them
 //! side by side, one column per setup, in one run:
 //!
-//! - what does a second process buy? (`--cluster 1,2`: the rate ladder and
-//!   the latency scenario against one and two processes sharing a port);
+//! - what does a second process buy? (`--cluster 1,2`: the rate ladder,
+//!   the latency scenario and a fixed-rate cost scenario against one and
+//!   two processes sharing a port);
 //! - what does the round trip through Redis cost per line? (`--cluster-cost`,
 //!   short for `--cluster alone,1 --only 2`: the latency scenario against
 //!   one chatd alone and the same chatd in a cluster of one).
@@ -81,6 +82,9 @@ struct Scale {
     /// The latency scenario's sending time when `--quick` (otherwise
     /// `--duration`, 5 s by default).
     latency_secs: Option<f64>,
+    /// C3's rate (lines/s, to the ladder's room) and sending time.
+    cost_rate: f64,
+    cost_secs: f64,
 }
 
 const FULL: Scale = Scale {
@@ -90,6 +94,8 @@ const FULL: Scale = Scale {
     ladder_factor: 1.3,
     ladder_steps: 20,
     latency_secs: None,
+    cost_rate: 1_000.0,
+    cost_secs: 4.0,
 };
 
 const QUICK: Scale = Scale {
@@ -99,6 +105,8 @@ const QUICK: Scale = Scale {
     ladder_factor: 2.0,
     ladder_steps: 12,
     latency_secs: Some(1.0),
+    cost_rate: 500.0,
+    cost_secs: 1.0,
 };
 
 /// The processes of one setup, stopped when dropped (chatd first, then
@@ -228,11 +236,29 @@ impl Fleet {
             if c.panic_count() > 0 {
                 problems.push(format!("chatd #{} panicked: {}", i + 1, c.log_tail()));
             }
+            let warnings: Vec<String> = c
+                .warning_lines()
+                .into_iter()
+                .filter(|l| !l.contains("too slow"))
+                .collect();
+            if let Some(first) = warnings.first() {
+                problems.push(format!(
+                    "chatd #{} logged {} warnings, the first: {first}",
+                    i + 1,
+                    warnings.len()
+                ));
+            }
             if !c.stop() {
                 problems.push(format!("chatd #{} did not exit 0 on SIGTERM", i + 1));
             }
         }
         if let Some(redis) = self.redis.take() {
+            // Redis logs (at warning level) a subscriber it cuts for
+            // falling behind its output buffer limit.
+            let cut = redis.log_lines_with(&["output buffer", "closed ASAP"]);
+            if let Some(first) = cut.first() {
+                problems.push(format!("redis-server cut {} clients: {first}", cut.len()));
+            }
             redis.stop();
         }
         problems
@@ -452,6 +478,12 @@ pub fn run(path: &Path, o: &Options) -> u8 {
         notes: Vec::new(),
         problems: Vec::new(),
     };
+    if o.cluster.iter().any(|s| matches!(s, Setup::Cluster(_)))
+        && let Err(e) = RedisServer::check_binary(o.redis_server.as_deref())
+    {
+        eprintln!("chatload: {e}");
+        return 2;
+    }
     let max_processes = o.cluster.iter().map(|s| s.processes()).max().unwrap_or(1);
     let flags = o.chatd_flags().join(" ");
     let labels: Vec<String> = o.cluster.iter().map(|s| s.label()).collect();
@@ -463,7 +495,7 @@ pub fn run(path: &Path, o: &Options) -> u8 {
             path.display(),
             labels.join(", ")
         );
-        for scenario in [1, 2] {
+        for scenario in [1, 2, 3] {
             if !(o.only.is_empty() || o.only.contains(&scenario)) {
                 continue;
             }
@@ -477,7 +509,24 @@ pub fn run(path: &Path, o: &Options) -> u8 {
                 let setup = o.cluster[col];
                 let done = match scenario {
                     1 => ladder(path, o, scale, setup, col, max_processes, &mut figures),
-                    _ => latency(path, o, scale, setup, col, max_processes, &mut figures),
+                    2 => fixed(
+                        path,
+                        o,
+                        Fixed::latency(o, scale),
+                        setup,
+                        col,
+                        max_processes,
+                        &mut figures,
+                    ),
+                    _ => fixed(
+                        path,
+                        o,
+                        Fixed::cost(scale),
+                        setup,
+                        col,
+                        max_processes,
+                        &mut figures,
+                    ),
                 };
                 if let Err(e) = done {
                     eprintln!("chatload: cluster suite aborted ({}): {e}", setup.label());
@@ -628,31 +677,68 @@ fn ladder(
     Ok(())
 }
 
-/// C2: latency at a moderate fixed rate (`--clients`, `--senders`,
-/// `--rate`, `--duration`; 100 × 1,000 lines/s for 5 s by default).
-fn latency(
+/// A fixed-rate scenario: C2 (latency) and C3 (cost at the ladder's size).
+#[derive(Debug, Clone, Copy)]
+struct Fixed {
+    /// `C2 latency`, `C3 fixed rate`.
+    name: &'static str,
+    clients: usize,
+    senders: usize,
+    rate: f64,
+    duration: Duration,
+}
+
+impl Fixed {
+    /// C2: latency at a moderate fixed rate (`--clients`, `--senders`,
+    /// `--rate`, `--duration`; 100 × 1,000 lines/s for 5 s by default).
+    fn latency(o: &Options, s: Scale) -> Fixed {
+        Fixed {
+            name: "C2 latency",
+            clients: o.clients,
+            senders: o.senders.min(o.clients).max(1),
+            rate: o.rate,
+            duration: s
+                .latency_secs
+                .map_or(o.duration, Duration::from_secs_f64)
+                .max(Duration::from_millis(100)),
+        }
+    }
+
+    /// C3: the ladder's room at a fixed rate well below saturation, for
+    /// what a delivery costs each process: a ladder's end is noisy on a
+    /// shared machine, CPU per delivery at a fixed rate much less so.
+    fn cost(s: Scale) -> Fixed {
+        Fixed {
+            name: "C3 fixed rate",
+            clients: s.ladder_clients,
+            senders: 10,
+            rate: s.cost_rate,
+            duration: Duration::from_secs_f64(s.cost_secs),
+        }
+    }
+}
+
+/// Runs a [`Fixed`] scenario against one setup.
+fn fixed(
     path: &Path,
     o: &Options,
-    s: Scale,
+    plan: Fixed,
     setup: Setup,
     col: usize,
     max_processes: usize,
     figures: &mut Figures,
 ) -> Result<(), String> {
-    let duration = s
-        .latency_secs
-        .map_or(o.duration, Duration::from_secs_f64)
-        .max(Duration::from_millis(100));
     let sc = format!(
-        "C2 latency {} x {}/s",
-        o.clients,
-        report::si(o.rate).trim_end_matches(".00")
+        "{} {} x {}/s",
+        plan.name,
+        plan.clients,
+        report::si(plan.rate).trim_end_matches(".00")
     );
     let opts = Options {
-        clients: o.clients,
-        senders: o.senders.min(o.clients).max(1),
-        rate: o.rate,
-        duration,
+        clients: plan.clients,
+        senders: plan.senders,
+        rate: plan.rate,
+        duration: plan.duration,
         ..base(o)
     };
     let (rep, linked_s) = session(path, &opts, setup, &sc, figures)?;
