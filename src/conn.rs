@@ -74,6 +74,9 @@ pub struct Conn {
     /// Reading is suspended (flood token, turn over, or input held back);
     /// the server's wake-up lists hold it exactly once.
     pub parked: bool,
+    /// Parked because its user waits for Redis (a cluster's rename, move,
+    /// `/history` or arrival); resumed by the chat's `Effect::Resume`.
+    pub waiting_for_cluster: bool,
     /// Already on the list of outboxes to flush this iteration.
     pub flush_queued: bool,
     /// On the list of drained outboxes that still hold a buffer.
@@ -112,6 +115,7 @@ impl Conn {
             read_drained: false,
             read_eof: false,
             parked: false,
+            waiting_for_cluster: false,
             flush_queued: false,
             buffer_retained: false,
             backlog_listed: false,

@@ -21,6 +21,11 @@ pub const SERVER_GENERATION: u32 = u32::MAX;
 /// The generation of metrics (HTTP) connections' tokens.
 pub const HTTP_GENERATION: u32 = u32::MAX - 1;
 
+/// The generation of the ids a cluster server gives the users of the other
+/// servers (see [`crate::chat::cluster`]): never a connection's, so a line
+/// queued to one of them reaches no socket.
+pub const REMOTE_GENERATION: u32 = u32::MAX - 2;
+
 /// One chat connection, for as long as it lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
@@ -47,6 +52,32 @@ impl ConnId {
     /// The generation.
     pub fn generation(self) -> u32 {
         self.generation
+    }
+
+    /// The id of remote user number `n` (see [`REMOTE_GENERATION`]).
+    pub fn remote(n: u32) -> ConnId {
+        ConnId {
+            slot: n,
+            generation: REMOTE_GENERATION,
+        }
+    }
+
+    /// True for a user of another cluster server.
+    pub fn is_remote(self) -> bool {
+        self.generation == REMOTE_GENERATION
+    }
+
+    /// The id as one number (the token's value), as the cluster names it.
+    pub fn as_u64(self) -> u64 {
+        u64::from(self.generation) << 32 | u64::from(self.slot)
+    }
+
+    /// The id [`as_u64`](Self::as_u64) gave.
+    pub fn from_u64(raw: u64) -> ConnId {
+        ConnId {
+            slot: raw as u32,
+            generation: (raw >> 32) as u32,
+        }
     }
 
     /// The mio token the connection's socket is registered under.
@@ -76,7 +107,7 @@ impl Generations {
     /// The generation for the next connection.
     pub fn take(&mut self) -> u32 {
         let generation = self.next;
-        self.next = if self.next >= HTTP_GENERATION - 1 {
+        self.next = if self.next >= REMOTE_GENERATION - 1 {
             0
         } else {
             self.next + 1
@@ -105,10 +136,10 @@ mod tests {
     #[test]
     fn generations_skip_the_reserved_ones() {
         let mut generations = Generations {
-            next: HTTP_GENERATION - 2,
+            next: REMOTE_GENERATION - 2,
         };
-        assert_eq!(generations.take(), HTTP_GENERATION - 2);
-        assert_eq!(generations.take(), HTTP_GENERATION - 1);
+        assert_eq!(generations.take(), REMOTE_GENERATION - 2);
+        assert_eq!(generations.take(), REMOTE_GENERATION - 1);
         assert_eq!(generations.take(), 0);
     }
 

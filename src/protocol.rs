@@ -33,6 +33,9 @@ pub const PERMISSION_DENIED: &str = "Permission denied: operators only";
 /// A rename while the cluster's name registry (Redis) is unreachable.
 pub const NAMES_UNAVAILABLE: &str = "Name changes are unavailable right now, try again later";
 
+/// The departure reason of the users of a cluster server that died.
+pub const SERVER_LOST: &str = "server lost";
+
 /// `Usage: /nick NAME` (also for `/name`).
 pub const USAGE_NICK: &str = "Usage: /nick NAME";
 /// `Usage: /msg NAME TEXT`.

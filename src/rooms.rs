@@ -36,21 +36,33 @@ pub struct Members {
 }
 
 impl Members {
-    /// Adds a member whose entry sequence number is above every other's.
+    /// Adds a member who entered as `seq`. Nearly always the latest entry,
+    /// an append; a cluster's replica may put in a user who entered
+    /// earlier (after an outage), which goes to its place. Ties (two
+    /// servers numbered entries alike while apart) are broken by id.
     pub fn push(&mut self, seq: Seq, id: ConnId) {
-        debug_assert!(self.list.last().is_none_or(|&(last, _)| last < seq));
-        self.list.push((seq, Some(id)));
+        let key = (seq, id);
+        let at = match self.list.last() {
+            Some(&(last, last_id)) if (last, last_id.unwrap_or(id)) > key => self
+                .list
+                .partition_point(|&(s, other)| (s, other.unwrap_or(id)) <= key),
+            _ => self.list.len(),
+        };
+        self.list.insert(at, (seq, Some(id)));
         self.live += 1;
     }
 
-    /// Removes the member who entered as `seq`; false if there is none.
-    pub fn remove(&mut self, seq: Seq) -> bool {
-        let Ok(at) = self.list.binary_search_by_key(&seq, |&(s, _)| s) else {
+    /// Removes member `id`, who entered as `seq`; false if it is not here.
+    pub fn remove(&mut self, seq: Seq, id: ConnId) -> bool {
+        let start = self.list.partition_point(|&(s, _)| s < seq);
+        let Some(offset) = self.list[start..]
+            .iter()
+            .take_while(|&&(s, _)| s == seq)
+            .position(|&(_, m)| m == Some(id))
+        else {
             return false;
         };
-        if self.list[at].1.take().is_none() {
-            return false;
-        }
+        self.list[start + offset].1 = None;
         self.live -= 1;
         if self.live == 0 {
             self.list = Vec::new();
@@ -197,9 +209,10 @@ mod tests {
         for n in 0..5 {
             members.push(n as Seq * 10, id(n));
         }
-        assert!(members.remove(20));
-        assert!(!members.remove(20), "twice");
-        assert!(!members.remove(25), "never there");
+        assert!(members.remove(20, id(2)));
+        assert!(!members.remove(20, id(2)), "twice");
+        assert!(!members.remove(25, id(2)), "never there");
+        assert!(!members.remove(30, id(4)), "someone else's entry");
         members.push(60, id(2));
         let order: Vec<usize> = members.iter().map(ConnId::slot).collect();
         assert_eq!(order, vec![0, 1, 3, 4, 2]);
@@ -209,13 +222,28 @@ mod tests {
     }
 
     #[test]
+    fn an_earlier_entry_goes_to_its_place_and_ties_go_by_id() {
+        let mut members = Members::default();
+        members.push(10, id(1));
+        members.push(30, id(3));
+        members.push(20, id(2));
+        members.push(20, id(0));
+        let order: Vec<usize> = members.iter().map(ConnId::slot).collect();
+        assert_eq!(order, vec![1, 0, 2, 3]);
+        assert!(members.remove(20, id(2)));
+        assert!(members.remove(20, id(0)));
+        let order: Vec<usize> = members.iter().map(ConnId::slot).collect();
+        assert_eq!(order, vec![1, 3]);
+    }
+
+    #[test]
     fn a_mostly_empty_list_is_compacted() {
         let mut members = Members::default();
         for n in 0..1000 {
             members.push(n as Seq, id(n));
         }
         for n in 0..990 {
-            members.remove(n as Seq);
+            members.remove(n as Seq, id(n));
         }
         assert!(
             members.list.len() < 40,
@@ -225,7 +253,7 @@ mod tests {
         let left: Vec<usize> = members.iter().map(ConnId::slot).collect();
         assert_eq!(left, (990..1000).collect::<Vec<_>>());
         for n in 990..1000 {
-            members.remove(n as Seq);
+            members.remove(n as Seq, id(n));
         }
         assert!(members.is_empty());
         assert_eq!(members.list.capacity(), 0, "an empty room holds nothing");
@@ -240,7 +268,7 @@ mod tests {
         assert_eq!(rooms.len(), 2);
         rooms.get_mut(rust).unwrap().members.push(1, id(1));
         assert!(!rooms.remove_if_empty(rust), "occupied");
-        rooms.get_mut(rust).unwrap().members.remove(1);
+        rooms.get_mut(rust).unwrap().members.remove(1, id(1));
         assert!(rooms.remove_if_empty(rust));
         assert_eq!(rooms.find("rust"), None);
         assert_eq!(rooms.len(), 1);

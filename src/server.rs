@@ -33,8 +33,10 @@
 //! [`crate::conns`]): once a reading user falls behind, or all queues
 //! together pass `--max-outbound-total`, the very next line waits.
 
+use crate::chat::cluster::{Call, Cluster, Pending, Reply};
 use crate::chat::{Chat, Effect, Leave, Now, Outbound, Security, Settings};
 use crate::clean::clean_line;
+use crate::cluster::{Link, LinkEvent, NotSent};
 use crate::command;
 use crate::config::{Config, HISTORY_MAX_BYTES, HISTORY_PER_ROOM};
 use crate::conn::{Conn, ReadResult};
@@ -76,6 +78,10 @@ const SIGNAL_TOKEN: usize = 0;
 const WAKER_TOKEN: usize = 1;
 /// The metrics listener's token.
 const METRICS_TOKEN: usize = 2;
+/// The Redis command connection's token (`--cluster`).
+const REDIS_COMMAND_TOKEN: usize = 3;
+/// The Redis subscriber connection's token (`--cluster`).
+const REDIS_SUBSCRIBER_TOKEN: usize = 4;
 /// Listener `i` has token `FIRST_LISTENER + i`.
 const FIRST_LISTENER: usize = 16;
 
@@ -140,6 +146,8 @@ pub struct Server {
     flush: FlushPolicy,
     /// The `--metrics` listener and its requests.
     endpoint: Option<Endpoint>,
+    /// With `--cluster`: the link to Redis, and so to the other servers.
+    link: Option<Link<Pending>>,
     /// The counters PROTOCOL.md's metrics table lists, bumped in place.
     counters: Counters,
     config: Config,
@@ -173,6 +181,7 @@ pub struct Server {
     ids: Vec<ConnId>,
     departures: Vec<(ConnId, Leave)>,
     effects: Vec<Effect>,
+    calls: Vec<Call>,
 }
 
 impl Server {
@@ -291,6 +300,30 @@ impl Server {
             store,
             security,
         );
+        let mut chat = chat;
+        let link = match &config.cluster {
+            Some(url) => {
+                let cluster = Cluster::new(&config.cluster_name, &url.to_string());
+                let mut link = Link::new(
+                    url.clone(),
+                    poll.registry(),
+                    server_token(REDIS_COMMAND_TOKEN),
+                    server_token(REDIS_SUBSCRIBER_TOKEN),
+                    Instant::now(),
+                )?;
+                for channel in cluster.channels() {
+                    link.subscribe(channel.as_bytes(), Instant::now());
+                }
+                info!(
+                    "cluster: server {} of cluster {:?}, linking through {url}",
+                    cluster.id(),
+                    config.cluster_name
+                );
+                chat.set_cluster(cluster);
+                Some(link)
+            }
+            None => None,
+        };
         let ip_limits = IpLimits::new(config.ip_limits, config.exempt.clone(), Instant::now());
         Ok(Server {
             poll,
@@ -308,6 +341,7 @@ impl Server {
             wakeups: Wakeups::default(),
             flush: FlushPolicy::new(config.flush_window),
             endpoint,
+            link,
             counters: Counters::new(),
             max_clients,
             started: Instant::now(),
@@ -326,6 +360,7 @@ impl Server {
             ids: Vec::new(),
             departures: Vec::new(),
             effects: Vec::new(),
+            calls: Vec::new(),
             config,
         })
     }
@@ -385,6 +420,11 @@ impl Server {
                         SIGNAL_TOKEN => stop |= self.signal_received(),
                         WAKER_TOKEN => stop |= self.shutdown_requested.load(Ordering::SeqCst),
                         METRICS_TOKEN => self.accept_scrapes(now),
+                        REDIS_COMMAND_TOKEN | REDIS_SUBSCRIBER_TOKEN => {
+                            if let Some(link) = self.link.as_mut() {
+                                link.on_event(event, now.instant);
+                            }
+                        }
                         n => self.accept_all(n - FIRST_LISTENER, now),
                     }
                     continue;
@@ -408,6 +448,7 @@ impl Server {
             }
             self.wake(now);
             self.run_ticks(now);
+            self.drive_link(now);
             self.resume_accepting(now);
             self.flush_due_outboxes(now);
             self.conns.update_gate(now.instant);
@@ -429,6 +470,14 @@ impl Server {
             return Duration::ZERO;
         }
         let mut wake = self.tick_start(self.tick + 1);
+        if let Some(link) = &self.link {
+            if link.has_unread_input() {
+                return Duration::ZERO;
+            }
+            if let Some(at) = link.deadline() {
+                wake = wake.min(at);
+            }
+        }
         if self.wakeups.gated() {
             if !self.conns.input_blocked() {
                 return Duration::ZERO;
@@ -711,6 +760,11 @@ impl Server {
             if !conn.is_present() || conn.parked {
                 return;
             }
+            if self.chat.is_waiting(id) {
+                conn.parked = true;
+                conn.waiting_for_cluster = true;
+                return;
+            }
             if lines == LINES_PER_TURN {
                 conn.parked = true;
                 self.wakeups.until_next_turn(id);
@@ -789,6 +843,14 @@ impl Server {
                             conn.bucket.charge(self.config.flood, tokens, now.instant);
                         }
                     }
+                    Effect::Resume(id) => {
+                        if let Some(conn) = self.conns.get_mut(id)
+                            && conn.waiting_for_cluster
+                        {
+                            conn.waiting_for_cluster = false;
+                            self.wakeups.until_next_turn(id);
+                        }
+                    }
                 }
             }
             self.effects = effects;
@@ -853,6 +915,7 @@ impl Server {
         self.check_deadlines(now);
         self.ip_limits.expire(now.instant);
         self.chat.flush_presence(&mut self.conns);
+        self.chat.cluster_tick(now);
         self.conns.release_unused_buffers();
         if self.conns.over_total() {
             for id in self.conns.stuck(now.instant, TOTAL_STALL) {
@@ -864,6 +927,58 @@ impl Server {
         self.chat.write_history();
         self.db_write_max = self.db_write_max.max(writing.elapsed());
         self.return_memory();
+    }
+
+    /// Drives the Redis link (`--cluster`): reads what it has, applies its
+    /// events to the chat (replies, messages from the other servers, up and
+    /// down), and sends what the chat asked of Redis — until neither has
+    /// anything more.
+    fn drive_link(&mut self, now: Now) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        link.continue_reading(now.instant);
+        link.on_timer(now.instant);
+        loop {
+            let mut any = false;
+            while let Some(event) = self.link.as_mut().and_then(Link::next_event) {
+                any = true;
+                match event {
+                    LinkEvent::Up => self.chat.link_up(now),
+                    LinkEvent::Down { reason, unanswered } => {
+                        self.chat
+                            .link_down(&reason.to_string(), unanswered, now, &mut self.conns)
+                    }
+                    LinkEvent::Reply { tag, frame } => {
+                        self.chat
+                            .on_reply(tag, Reply::from(frame), now, &mut self.conns)
+                    }
+                    LinkEvent::Message { payload, .. } => {
+                        self.chat.on_message(&payload, now, &mut self.conns)
+                    }
+                }
+            }
+            self.settle(now);
+            let mut calls = std::mem::take(&mut self.calls);
+            self.chat.take_calls(&mut calls);
+            any |= !calls.is_empty();
+            for call in calls.drain(..) {
+                let Some(link) = self.link.as_mut() else {
+                    break;
+                };
+                let args: Vec<&[u8]> = call.args.iter().map(Vec::as_slice).collect();
+                if let Err(NotSent { tag }) = link.command(call.tag, &args, now.instant) {
+                    self.chat.not_sent(tag, now, &mut self.conns);
+                }
+            }
+            self.calls = calls;
+            if let Some(link) = self.link.as_mut() {
+                link.flush(now.instant);
+            }
+            if !any {
+                return;
+            }
+        }
     }
 
     /// Hands freed memory back to the system once enough was freed, so a
@@ -1086,6 +1201,16 @@ impl Server {
             let _ = self.poll.poll(&mut events, Some(deadline - now));
         }
         let now = Now::read();
+        self.chat.cluster_quit();
+        let mut calls = Vec::new();
+        self.chat.take_calls(&mut calls);
+        if let Some(link) = self.link.as_mut() {
+            for call in calls {
+                let args: Vec<&[u8]> = call.args.iter().map(Vec::as_slice).collect();
+                let _ = link.command(call.tag, &args, now.instant);
+            }
+            link.flush(now.instant);
+        }
         for id in ids {
             self.chat.leave(id, &Leave::Shutdown, now);
             self.counters.disconnected(Leave::Shutdown.metric());

@@ -147,6 +147,9 @@ pub enum Effect {
     /// The user was sent a reply of this many lines: it costs flood tokens
     /// beyond the one its line took (see [`Chat::reply_cost`]).
     Charge(ConnId, u32),
+    /// The user waited for Redis (see [`Chat::is_waiting`]) and may go on:
+    /// its input, left unread meanwhile, is to be read again.
+    Resume(ConnId),
 }
 
 /// The time, as the chat needs it: monotonic for limits, wall-clock (UTC
@@ -215,6 +218,44 @@ pub const BANNED_REASON: &str = "banned";
 /// `--history` is").
 pub const DEFAULT_HISTORY_REQUEST: usize = 20;
 
+/// Where a user is connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Home {
+    /// To this server.
+    Local,
+    /// To another server of the cluster.
+    Remote {
+        /// That server's id.
+        server: std::sync::Arc<str>,
+        /// The user's id there.
+        uid: u64,
+    },
+}
+
+/// What a local user waits for from Redis (its input unread meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// Its name and its arrival.
+    Arrive,
+    /// The verdict on this new name.
+    Rename(String),
+    /// Its move into this room.
+    Move(String),
+    /// A `/history` block.
+    History(usize),
+    /// The echo of its own line, so that its next command's reply comes
+    /// after it.
+    Echo,
+}
+
+/// Lines for nobody: entries put in without anyone to tell.
+pub(crate) struct NoOutbound;
+
+impl Outbound for NoOutbound {
+    fn line(&mut self, _: ConnId, _: &str) {}
+    fn block(&mut self, _: ConnId, _: &[String]) {}
+}
+
 /// One connected user.
 #[derive(Debug)]
 pub struct User {
@@ -230,6 +271,15 @@ pub struct User {
     oper: bool,
     /// Wrong `/oper` passwords so far on this connection.
     wrong_passwords: u32,
+    /// This server, or another of the cluster.
+    home: Home,
+    /// What the user waits for from Redis, if anything.
+    waiting: Option<Waiting>,
+    /// Left (its connection is closed); in the chat until its departure
+    /// comes back from Redis.
+    gone: bool,
+    /// In its room's member list (a newcomer waiting for its name is not).
+    member: bool,
 }
 
 /// Users, names, rooms, presence batches and history.
@@ -261,6 +311,8 @@ pub struct Chat {
     history_lines: u64,
     /// The knobs.
     settings: Settings,
+    /// With `--cluster`: the other servers, through Redis.
+    cluster: Option<cluster::Cluster>,
 }
 
 impl Chat {
@@ -282,6 +334,7 @@ impl Chat {
             notices: Vec::new(),
             history_lines: 0,
             settings,
+            cluster: None,
         }
     }
 
@@ -313,6 +366,15 @@ impl Chat {
     /// A newcomer from `addr`: named after its address (made unique),
     /// greeted, shown the lobby's history, announced to the lobby.
     pub fn join(&mut self, id: ConnId, addr: SocketAddr, now: Now, out: &mut impl Outbound) {
+        if self.linked() {
+            self.cluster_join(id, addr);
+        } else {
+            self.join_here(id, addr, now, out);
+        }
+    }
+
+    /// [`join`](Self::join) decided by this server alone.
+    fn join_here(&mut self, id: ConnId, addr: SocketAddr, now: Now, out: &mut impl Outbound) {
         let name = self.names.default_name(&addr.to_string());
         self.names.insert(&name, id);
         out.line(id, &protocol::you_are(&name));
@@ -325,6 +387,10 @@ impl Chat {
                 entered: 0,
                 oper: false,
                 wrong_passwords: 0,
+                home: Home::Local,
+                waiting: None,
+                gone: false,
+                member: false,
             },
         );
         self.enter(id, LOBBY_ID, now, out);
@@ -333,9 +399,19 @@ impl Chat {
     /// Takes user `id` out of the chat: name freed, departure batched in its
     /// room (except at shutdown). Nothing more is queued for it.
     pub fn leave(&mut self, id: ConnId, reason: &Leave, now: Now) {
+        if *reason != Leave::Shutdown
+            && self.linked()
+            && self.users.get(&id).is_some_and(|u| u.home == Home::Local)
+        {
+            self.cluster_leave(id, reason);
+            return;
+        }
         let Some(user) = self.users.remove(&id) else {
             return;
         };
+        if !user.member {
+            return;
+        }
         self.names.remove(&user.name, id);
         let seq = self.take_seq();
         let line = || protocol::left(&user.name, reason.departure());
@@ -362,12 +438,13 @@ impl Chat {
             Command::Empty => {}
             Command::Chat(text) => {
                 let line = protocol::chat(&user.name, text);
-                self.say(user.room, line, now, out);
+                self.say(id, user.room, line, now, out);
             }
             Command::Me(text) => {
                 let line = protocol::action(&user.name, text);
-                self.say(user.room, line, now, out);
+                self.say(id, user.room, line, now, out);
             }
+            _ if user.gone || !user.member => {}
             Command::Who => self.who(id, out),
             Command::Rename(new) => self.rename(id, new, out),
             Command::Msg { to, text } => self.private(id, to, text, out),
@@ -375,7 +452,11 @@ impl Chat {
             Command::Rooms => self.list_rooms(id, out),
             Command::History(n) => {
                 let room = user.room;
-                self.history_reply(id, room, n.unwrap_or(DEFAULT_HISTORY_REQUEST), now, out);
+                let n = n.unwrap_or(DEFAULT_HISTORY_REQUEST);
+                match self.rooms.get(room).map(|r| r.name.clone()) {
+                    Some(name) if self.linked() => self.cluster_history(id, &name, n),
+                    _ => self.history_reply(id, room, n, now, out),
+                }
             }
             Command::Help => {
                 let lines: Vec<String> = protocol::HELP.iter().map(|l| l.to_string()).collect();
@@ -433,7 +514,7 @@ impl Chat {
                     HashSet::new()
                 };
                 for member in room.members.entered_before(notice.heard_by_joined_before) {
-                    if !skip.contains(&member) {
+                    if !member.is_remote() && !skip.contains(&member) {
                         out.line(member, &notice.line);
                     }
                 }
@@ -451,18 +532,40 @@ impl Chat {
 
     /// A chat line or action from a member of `room`: announced presence
     /// first, then to everyone in the room, then into its history.
-    fn say(&mut self, room_id: RoomId, line: String, now: Now, out: &mut impl Outbound) {
+    fn say(
+        &mut self,
+        id: ConnId,
+        room_id: RoomId,
+        line: String,
+        now: Now,
+        out: &mut impl Outbound,
+    ) {
+        if self.linked() {
+            if let Some(room) = self.rooms.get(room_id).map(|r| r.name.clone()) {
+                self.cluster_say(id, &room, line, now);
+            }
+            return;
+        }
+        self.say_here(room_id, &line, now.unix, out);
+    }
+
+    /// A line said in `room_id` at `unix`, delivered to its users on this
+    /// server (all of them, alone; in a cluster, the others deliver to
+    /// theirs), then into its history.
+    fn say_here(&mut self, room_id: RoomId, line: &str, unix: i64, out: &mut impl Outbound) {
         debug!("{line}");
         self.flush_presence(out);
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
         for member in room.members.iter() {
-            out.line(member, &line);
+            if !member.is_remote() {
+                out.line(member, line);
+            }
         }
-        self.history.push(&room.name, now.unix, &line);
+        self.history.push(&room.name, unix, line);
         if let Some(store) = self.store.as_mut() {
-            store.queue_line(&room.name, now.unix, &line);
+            store.queue_line(&room.name, unix, line);
         }
         self.history_lines += 1;
     }
@@ -501,6 +604,10 @@ impl Chat {
             out.line(id, &protocol::name_taken(new));
             return;
         }
+        if self.cluster.is_some() {
+            self.cluster_rename(id, new, out);
+            return;
+        }
         let old = user.name.clone();
         let room = user.room;
         self.names.remove(&old, id);
@@ -512,7 +619,7 @@ impl Chat {
         self.flush_presence(out);
         let line = protocol::renamed(&old, new);
         if let Some(room) = self.rooms.get(room) {
-            for member in room.members.iter() {
+            for member in room.members.iter().filter(|m| !m.is_remote()) {
                 out.line(member, &line);
             }
         }
@@ -532,7 +639,14 @@ impl Chat {
         let sender_name = sender.name.clone();
         debug!("{sender_name} -> {recipient_name}: {text}");
         self.flush_presence(out);
-        out.line(recipient, &protocol::private(&sender_name, text));
+        if recipient.is_remote() {
+            if !self.cluster_private(recipient, &sender_name, text) {
+                out.line(id, &protocol::no_such_user(to));
+                return;
+            }
+        } else {
+            out.line(recipient, &protocol::private(&sender_name, text));
+        }
         out.line(id, &protocol::private_sent(&recipient_name, text));
     }
 
@@ -547,7 +661,7 @@ impl Chat {
         let Some(user) = self.users.get(&id) else {
             return;
         };
-        let (old, entered) = (user.room, user.entered);
+        let old = user.room;
         let target = self.rooms.find(&name);
         if target == Some(old) {
             out.line(id, &protocol::already_in(&name));
@@ -562,15 +676,28 @@ impl Chat {
                 return;
             }
         }
+        if self.linked() {
+            self.cluster_move(id, &name);
+            return;
+        }
+        self.move_here(id, &name, now, out);
+    }
+
+    /// Moves user `id` from its room to `name` (checked), here alone.
+    fn move_here(&mut self, id: ConnId, name: &str, now: Now, out: &mut impl Outbound) {
+        let Some(user) = self.users.get(&id) else {
+            return;
+        };
+        let (old, entered) = (user.room, user.entered);
         let user_name = user.name.clone();
         let seq = self.take_seq();
-        let line = || protocol::left(&user_name, Departure::For(&name));
+        let line = || protocol::left(&user_name, Departure::For(name));
         self.exit(id, old, entered, now, Some(line), seq);
-        let target = match self.rooms.find(&name) {
+        let target = match self.rooms.find(name) {
             Some(room) => room,
-            None => self.rooms.create(&name),
+            None => self.rooms.create(name),
         };
-        out.line(id, &protocol::now_in(&name));
+        out.line(id, &protocol::now_in(name));
         self.enter(id, target, now, out);
     }
 
@@ -702,7 +829,11 @@ impl Chat {
             reason.map(|r| format!(": {r}")).unwrap_or_default()
         );
         let (by, victim_name) = (oper.name.clone(), victim.name.clone());
-        self.kick_one(target, &by, reason, out);
+        if target.is_remote() {
+            self.cluster_kick(target, &by, reason);
+        } else {
+            self.kick_one(target, &by, reason, out);
+        }
         out.line(id, &protocol::kicked(&victim_name));
     }
 
@@ -714,7 +845,9 @@ impl Chat {
         reason: Option<&str>,
         out: &mut impl Outbound,
     ) -> Option<()> {
-        self.users.get(&target)?;
+        if self.users.get(&target)?.gone {
+            return None;
+        }
         out.line(target, &protocol::kicked_you(by, reason));
         self.effects.push(Effect::Disconnect(
             target,
@@ -774,10 +907,11 @@ impl Chat {
             }
         );
         out.line(id, &protocol::banned(&key.to_string(), minutes));
+        self.cluster_ban(&key, until, &by);
         let victims: Vec<ConnId> = self
             .users
             .iter()
-            .filter(|(_, user)| key.covers(user.addr.ip()))
+            .filter(|(_, user)| user.home == Home::Local && key.covers(user.addr.ip()))
             .map(|(&victim, _)| victim)
             .collect();
         for victim in victims {
@@ -798,6 +932,7 @@ impl Chat {
         if let Some(store) = self.store.as_mut() {
             store.delete_ban(&key.to_string());
         }
+        self.cluster_unban(&key);
         if let Some(oper) = self.users.get(&id) {
             warn!("operator {} ({}) unbanned {key}", oper.name, oper.addr);
         }
@@ -823,9 +958,20 @@ impl Chat {
         };
         warn!("operator {} ({}) announced: {text}", oper.name, oper.addr);
         let line = protocol::announcement(&oper.name, text);
+        if self.linked() {
+            self.cluster_wall(line);
+        } else {
+            self.wall_here(&line, out);
+        }
+    }
+
+    /// An announcement to every user of this server.
+    fn wall_here(&mut self, line: &str, out: &mut impl Outbound) {
         self.flush_presence(out);
-        for &user in self.users.keys() {
-            out.line(user, &line);
+        for (&id, user) in &self.users {
+            if user.home == Home::Local && user.member && !user.gone {
+                out.line(id, line);
+            }
         }
     }
 
@@ -842,31 +988,54 @@ impl Chat {
     /// it, arrival batched for the others.
     fn enter(&mut self, id: ConnId, room_id: RoomId, now: Now, out: &mut impl Outbound) {
         let seq = self.take_seq();
+        self.enter_at(id, room_id, seq, true, cluster::Replay::Memory, now, out);
+    }
+
+    /// Puts user `id` into room `room_id` as event `seq`; its arrival is
+    /// batched for the others if `announce`, and the room's lines replayed
+    /// to it as `replay` says.
+    #[allow(clippy::too_many_arguments)]
+    fn enter_at(
+        &mut self,
+        id: ConnId,
+        room_id: RoomId,
+        seq: Seq,
+        announce: bool,
+        replay: cluster::Replay<'_>,
+        now: Now,
+        out: &mut impl Outbound,
+    ) {
         let Some(user) = self.users.get_mut(&id) else {
             return;
         };
         user.room = room_id;
         user.entered = seq;
+        user.member = true;
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
         room.members.push(seq, id);
-        room.presence.arrived(seq, &user.name);
-        if !room.dirty {
-            room.dirty = true;
-            self.dirty.push(room_id);
+        if announce {
+            room.presence.arrived(seq, &user.name);
+            if !room.dirty {
+                room.dirty = true;
+                self.dirty.push(room_id);
+            }
         }
         let room_name = room.name.clone();
         if room.members.len() == 1 {
             self.load_history(&room_name);
             self.history.room_occupied(&room_name);
         }
-        let replay = self.settings.history_replay;
-        if replay > 0 {
-            let block = self.history_block(&room_name, replay, now);
-            if !block.is_empty() {
-                out.block(id, &block);
-            }
+        let count = self.settings.history_replay;
+        let block = match replay {
+            _ if count == 0 => Vec::new(),
+            cluster::Replay::Memory => self.history_block(&room_name, count, now),
+            cluster::Replay::Lines(lines) => history::block(lines, now.unix),
+            cluster::Replay::None => Vec::new(),
+        };
+        if !block.is_empty() {
+            out.block(id, &block);
         }
     }
 
@@ -885,7 +1054,7 @@ impl Chat {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        room.members.remove(entered);
+        room.members.remove(entered, id);
         if let Some(line) = line {
             room.presence.left(seq, line);
             room.departed.push(id);
@@ -934,6 +1103,10 @@ fn load_bans(store: Option<&Store>) -> Bans {
     }
     bans
 }
+
+pub mod cluster;
+pub mod scripts;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
