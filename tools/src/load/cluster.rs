@@ -21,10 +21,10 @@
 //! session's clients connect, so the kernel spreads them over the
 //! processes; the second, private listener of each process is where a
 //! probe client checks the link before anything is measured: every probe
-//! sends a line until every other probe has seen it, so each process is
-//! known to reach every other one through Redis (with N = 1, the process
-//! reaches itself, which in cluster mode is also a round trip through
-//! Redis). The `alone` setup gets the same listeners and `--reuse-port`,
+//! renames itself until every other probe has seen the rename, so each
+//! process is known to reach every other one, and Redis (see
+//! [`wait_linked`]: a server whose link is down refuses renames, so this
+//! holds for a cluster of one too). The `alone` setup gets the same listeners and `--reuse-port`,
 //! only no `--cluster`, so the two columns differ in one thing.
 //!
 //! Each process's CPU, and Redis's, is read from `/proc/PID/task/*/schedstat`
@@ -57,6 +57,8 @@ use crate::stats;
 const LINK_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often a probe repeats its line while it has not reached everyone.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How long the servers get to close the probes' sockets.
+const PROBE_SETTLE: Duration = Duration::from_millis(200);
 /// How long a process gets to log its second listener after its first.
 const LISTENERS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Every cluster set chatd's `--cluster-name` (each setup has a Redis of
@@ -191,7 +193,12 @@ impl Fleet {
             }
             private.push(addrs[1]);
         }
-        let linked_s = wait_linked(&private, LINK_TIMEOUT).map_err(|e| {
+        let linked = wait_linked(&private, LINK_TIMEOUT);
+        // The probes are gone: give the servers a moment to close their
+        // sockets, so the session's count of each one's new descriptors
+        // starts from a settled figure.
+        std::thread::sleep(PROBE_SETTLE);
+        let linked_s = linked.map_err(|e| {
             let tails: Vec<String> = chatds
                 .iter()
                 .enumerate()
@@ -268,13 +275,21 @@ impl Fleet {
 /// One probe client on one process's private listener.
 struct Probe {
     stream: TcpStream,
-    /// Everything read so far (a probe's few lines, the lobby's notices).
+    /// Everything read so far (a few renames, the lobby's notices).
     seen: Vec<u8>,
 }
 
-/// Waits until every probe line has reached every probe: probe `i`
-/// connects to `addrs[i]` and repeats `chatload-link-NONCE-i` every
-/// [`PROBE_EVERY`] until all probes have read it. Returns the seconds it
+/// Waits until the processes behind `addrs` are linked, through their
+/// users' eyes. Probe `i` connects to `addrs[i]` and renames itself
+/// (`/nick NAME_i`, repeated every [`PROBE_EVERY`] until it reads its own
+/// `OLD is now known as NAME_i`): PROTOCOL.md says "while Redis is
+/// unreachable, each server ... answers a rename with `Name changes are
+/// unavailable right now`", so each process, even a cluster of one (which
+/// chats on alone while its link is down), has then reached Redis. Then it
+/// repeats a line naming itself until every probe has read it: a room's
+/// lines reach every server's users, so every process reaches every other
+/// one. (The rename alone would not do for that: a probe whose own arrival
+/// is still on its way through Redis misses it.) Returns the seconds it
 /// took.
 fn wait_linked(addrs: &[SocketAddr], timeout: Duration) -> Result<f64, String> {
     let start = Instant::now();
@@ -289,17 +304,25 @@ fn wait_linked(addrs: &[SocketAddr], timeout: Duration) -> Result<f64, String> {
             seen: Vec::new(),
         });
     }
-    let nonce = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
-    let tokens: Vec<String> = (0..addrs.len())
-        .map(|i| format!("chatload-link-{nonce}-{i}"))
+    // Names of 1-32 letters, digits, `_ - .`, unique to this run.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id();
+    let names: Vec<String> = (0..addrs.len())
+        .map(|i| format!("linkprobe{i}-{nonce:x}"))
+        .collect();
+    let renamed: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| format!(" is now known as {n}\n").into_bytes())
+        .collect();
+    let said: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| format!("{n}: link check {n}\n").into_bytes())
         .collect();
     let n = addrs.len();
+    // renamed_ok[i]: probe i has read its own rename.
+    let mut renamed_ok = vec![false; n];
     // reached[i][j]: probe j has read probe i's line.
     let mut reached = vec![vec![false; n]; n];
     let mut next_send = start;
@@ -308,11 +331,14 @@ fn wait_linked(addrs: &[SocketAddr], timeout: Duration) -> Result<f64, String> {
         let now = Instant::now();
         if now >= next_send {
             next_send = now + PROBE_EVERY;
-            for (i, token) in tokens.iter().enumerate() {
-                if reached[i].iter().all(|&r| r) {
+            for (i, name) in names.iter().enumerate() {
+                let line = if !renamed_ok[i] {
+                    format!("/nick {name}\n")
+                } else if !reached[i].iter().all(|&r| r) {
+                    format!("link check {name}\n")
+                } else {
                     continue;
-                }
-                let line = format!("{token}\n");
+                };
                 if let Err(e) = probes[i].stream.write_all(line.as_bytes())
                     && e.kind() != ErrorKind::WouldBlock
                 {
@@ -330,26 +356,44 @@ fn wait_linked(addrs: &[SocketAddr], timeout: Duration) -> Result<f64, String> {
                     Err(e) => return Err(format!("probe of chatd #{}: {e}", j + 1)),
                 }
             }
-            for (i, token) in tokens.iter().enumerate() {
-                if !reached[i][j] && contains(&probe.seen, token.as_bytes()) {
+            if !renamed_ok[j] && contains(&probe.seen, &renamed[j]) {
+                renamed_ok[j] = true;
+                // Its line goes out at once, not a period later.
+                next_send = Instant::now();
+            }
+            for (i, needle) in said.iter().enumerate() {
+                if !reached[i][j] && contains(&probe.seen, needle) {
                     reached[i][j] = true;
                 }
             }
         }
-        if reached.iter().flatten().all(|&r| r) {
+        if renamed_ok.iter().all(|&r| r) && reached.iter().flatten().all(|&r| r) {
             return Ok(start.elapsed().as_secs_f64());
         }
         if Instant::now() >= deadline {
+            let not_renamed: Vec<String> = (0..n)
+                .filter(|&i| !renamed_ok[i])
+                .map(|i| format!("#{}", i + 1))
+                .collect();
             let missing: Vec<String> = (0..n)
                 .flat_map(|i| (0..n).map(move |j| (i, j)))
                 .filter(|&(i, j)| !reached[i][j])
                 .map(|(i, j)| format!("#{} -> #{}", i + 1, j + 1))
                 .collect();
+            let unavailable = probes
+                .iter()
+                .any(|p| contains(&p.seen, b"Name changes are unavailable"));
             return Err(format!(
-                "the chatd processes are not linked: after {:.0}s these lines never \
-                 arrived (from -> to): {} (does this chatd implement --cluster?)",
+                "the chatd processes are not linked after {:.0}s: probes never renamed \
+                 on [{}]; lines never seen (from -> to): [{}]{}",
                 timeout.as_secs_f64(),
-                missing.join(", ")
+                not_renamed.join(", "),
+                missing.join(", "),
+                if unavailable {
+                    " (chatd answers `Name changes are unavailable`: its link to Redis is down)"
+                } else {
+                    " (does this chatd implement --cluster?)"
+                }
             ));
         }
         std::thread::sleep(Duration::from_millis(5));

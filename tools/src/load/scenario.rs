@@ -114,8 +114,9 @@ pub struct ServerView {
     pub metrics: Option<MetricsUrl>,
     /// More processes to watch in `/proc` (the cluster scenarios: every
     /// chatd of the cluster, and Redis): their CPU during each step goes to
-    /// [`StepResult::watched_cpu_s`], their new descriptors during the
-    /// connect phase to [`SessionReport::watched_conns`], in this order.
+    /// [`StepResult::watched_cpu_s`], their new descriptors until the
+    /// clients are registered to [`SessionReport::watched_conns`], in this
+    /// order.
     pub watch: Vec<i32>,
 }
 
@@ -183,9 +184,9 @@ pub struct SessionReport {
     pub tls: bool,
     /// Why the session is not a pass, for `--check` (empty = pass).
     pub problems: Vec<String>,
-    /// Per process of [`ServerView::watch`]: descriptors it opened during
-    /// the connect phase, i.e. the clients the kernel gave it (-1 if
-    /// unreadable).
+    /// Per process of [`ServerView::watch`]: descriptors it opened from
+    /// before the connect phase until every client was registered, i.e.
+    /// the clients the kernel gave it (-1 if unreadable).
     pub watched_conns: Vec<i64>,
 }
 
@@ -373,11 +374,6 @@ pub fn run_session(o: &Options, target: &Target, view: &ServerView) -> SessionRe
     let fds_before = fds();
     rep.connect = swarm.connect(o.clients, o.slow, o.connect_concurrency, o.connect_timeout);
     let cpu_ns_after = view.pid.and_then(procstat::cpu_ns);
-    rep.watched_conns = fds_before
-        .iter()
-        .zip(fds())
-        .map(|(&b, a)| if b < 0 || a < 0 { -1 } else { a - b })
-        .collect();
     let after_connect = sample("after connecting", &mut rep);
     if rep.connect.failed > 0 {
         rep.problems.push(format!(
@@ -404,6 +400,13 @@ pub fn run_session(o: &Options, target: &Target, view: &ServerView) -> SessionRe
     }
     swarm.idle(SETTLE);
     let connected = sample("once registered", &mut rep);
+    // Once registered, every server has accepted its clients (right after
+    // the connect phase some still wait in the accept queue).
+    rep.watched_conns = fds_before
+        .iter()
+        .zip(fds())
+        .map(|(&b, a)| if b < 0 || a < 0 { -1 } else { a - b })
+        .collect();
 
     let senders = o.senders.clamp(1, swarm.open_readers().max(1));
     let mut rate = o.rate;
@@ -626,7 +629,7 @@ pub fn session_text(o: &Options, r: &SessionReport) -> String {
     out.push_str(&report::table(&header, &rows));
     if !r.watched_conns.is_empty() {
         out.push_str(&format!(
-            "watched processes: {} new descriptors during the connect phase\n",
+            "watched processes: {} new descriptors once registered\n",
             r.watched_conns
                 .iter()
                 .map(|n| n.to_string())
