@@ -68,6 +68,34 @@ fn schedstat_ns(line: &str) -> Option<u64> {
     line.split_whitespace().next()?.parse().ok()
 }
 
+/// CPU seconds the whole machine has been busy since boot, all cores
+/// together: the `cpu` line of `/proc/stat` without `idle` and `iowait`.
+/// The difference over a step, less what the processes of the run used,
+/// is what everything else took meanwhile (other processes, and interrupt
+/// work charged to no process); `None` if unreadable.
+pub fn machine_busy_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_busy(stat.lines().next()?).map(|t| t as f64 / clock_ticks_per_second() as f64)
+}
+
+/// Busy ticks from `/proc/stat`'s `cpu` line: every field but idle (4th)
+/// and iowait (5th); guest time is already inside user time, so the
+/// fields after steal are left out.
+fn parse_machine_busy(line: &str) -> Option<u64> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    if v.len() < 5 {
+        return None;
+    }
+    Some(v.iter().sum::<u64>() - v[3] - v[4])
+}
+
 /// How many descriptors a process has open (entries of `/proc/PID/fd`):
 /// for a server, listeners and a few fixed ones plus one per connection,
 /// so it tells when every client of a crowd has really been closed.
@@ -225,6 +253,16 @@ mod tests {
         assert!(after > before, "{before} -> {after}");
         assert!(cpu_ns(std::process::id() as i32).expect("own tasks") >= after - before);
         assert_eq!(cpu_ns(-1), None);
+    }
+
+    #[test]
+    fn machine_busy_time() {
+        assert_eq!(
+            parse_machine_busy("cpu  10 1 5 1000 7 2 3 4 50 0"),
+            Some(10 + 1 + 5 + 2 + 3 + 4)
+        );
+        assert_eq!(parse_machine_busy("cpu0 1 2 3 4 5"), None);
+        assert!(machine_busy_s().expect("/proc/stat") > 0.0);
     }
 
     #[test]

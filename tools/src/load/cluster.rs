@@ -494,6 +494,13 @@ impl Figures {
             col,
             step.tool_cpu_pct,
         );
+        self.put(
+            scenario,
+            "rest of the machine (others, interrupts)",
+            Unit::Percent,
+            col,
+            rest_pct(step),
+        );
         if max_processes > 1 {
             for i in 0..max_processes {
                 self.put(
@@ -843,7 +850,18 @@ fn fixed(
     Ok(())
 }
 
-/// `chatd 48%+51%, redis 9%, chatload 97%` for a step.
+/// What the rest of the machine used during a step, in % of one core: its
+/// busy time less the watched processes' and chatload's. On a machine
+/// shared with other work this says how much of the two cores the run
+/// did not have; on a quiet one it is mostly the kernel's interrupt work
+/// for the run's own loopback traffic.
+fn rest_pct(st: &StepResult) -> f64 {
+    let watched: f64 = st.watched_cpu_s.iter().filter(|c| c.is_finite()).sum();
+    let tool = st.tool_cpu_pct / 100.0 * st.elapsed_s;
+    100.0 * (st.machine_busy_s - watched - tool).max(0.0) / st.elapsed_s.max(1e-9)
+}
+
+/// `chatd 48%+51%, redis 9%, chatload 97%, rest 20%` for a step.
 fn cpu_text(st: &StepResult, processes: usize) -> String {
     let pct = |cpu: f64| format!("{:.0}%", 100.0 * cpu / st.elapsed_s.max(1e-9));
     let chatd: Vec<String> = st
@@ -858,9 +876,10 @@ fn cpu_text(st: &StepResult, processes: usize) -> String {
         .map(|&c| format!(", redis {}", pct(c)))
         .unwrap_or_default();
     format!(
-        "chatd {}{redis}, chatload {:.0}%",
+        "chatd {}{redis}, chatload {:.0}%, rest {:.0}%",
         chatd.join("+"),
-        st.tool_cpu_pct
+        st.tool_cpu_pct,
+        rest_pct(st)
     )
 }
 

@@ -449,7 +449,12 @@ pub fn run_session(o: &Options, target: &Target, view: &ServerView) -> SessionRe
             pids.iter().map(|&pid| procstat::cpu_ns(pid)).collect()
         };
         let watched_before = watched(&view.watch);
+        let busy_before = procstat::machine_busy_s();
         let mut r = swarm.run_step(&plan);
+        r.machine_busy_s = match (busy_before, procstat::machine_busy_s()) {
+            (Some(b), Some(a)) => a - b,
+            _ => f64::NAN,
+        };
         r.watched_cpu_s = watched_before
             .iter()
             .zip(watched(&view.watch))
@@ -869,6 +874,7 @@ fn step_json(s: &StepResult) -> String {
         .num("max_ms", s.max_ms)
         .num("drain_seconds", s.drain_s)
         .num("tool_cpu_percent", s.tool_cpu_pct)
+        .num("machine_busy_seconds", s.machine_busy_s)
         .raw(
             "watched_cpu_seconds",
             &report::array(s.watched_cpu_s.iter().map(|v| report::number(*v))),

@@ -94,6 +94,9 @@ pub struct StepResult {
     /// CPU seconds each watched process used during the step (see
     /// `ServerView::watch`; NaN where `/proc` was unreadable).
     pub watched_cpu_s: Vec<f64>,
+    /// CPU seconds the whole machine was busy during the step, all cores
+    /// together (NaN if `/proc/stat` was unreadable).
+    pub machine_busy_s: f64,
 }
 
 impl StepResult {
