@@ -15,7 +15,9 @@
 //!              input held back by the gate once it opens             |
 //!   3. tick (every 100 ms): deadlines (idle), presence batches,      |
 //!      buffers, stuck queues while over the total, memory back to    |
-//!      the system; accept pause over? accept what waited             |
+//!      the system, cluster heartbeat; accept pause over? accept      |
+//!   3b. redis link (--cluster): its events into the chat (replies,   |
+//!      the other servers' events), the chat's commands out to Redis  |
 //!   4. flush every outbox touched this iteration (one write each),   |
 //!      then look again at the input gate                             |
 //!   5. reap connections that left (last write, deregister, close) ---+

@@ -5,8 +5,9 @@
 //! while Redis is away measured.
 //!
 //! Each test starts its own `redis-server` (a free TCP port on 127.0.0.1,
-//! or a Unix socket in a temporary directory; no persistence) and kills it
-//! at the end, and drives the link from a small mio loop on the test's own
+//! or a Unix socket in a temporary directory; no persistence: the harness
+//! in `common::redis`, shared with `tests/cluster.rs`) and kills it at the
+//! end, and drives the link from a small mio loop on the test's own
 //! thread, as the server's loop does. Without `redis-server` the tests
 //! print a loud `DID NOT RUN` and pass, except under `CI`, where they fail.
 
@@ -14,18 +15,10 @@ mod common;
 
 use chatd::cluster::tuning::{KEEPALIVE, OUTPUT_LIMIT, REPLY_TIMEOUT, RETRY_MAX};
 use chatd::cluster::{ClusterUrl, Link, LinkDown, LinkEvent, OwnedFrame};
+use common::redis::{Redis, redis_available};
 use mio::{Events, Poll, Token};
 use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-/// The redis-server binary (Debian's package puts it here, and in PATH).
-const REDIS_SERVER: &str = "redis-server";
 
 /// How long any single wait in these tests may take before it fails.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -33,189 +26,9 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// A request's tag: the tests name them.
 type Tag = &'static str;
 
-/// True if redis-server can be run; otherwise says so loudly (and fails
-/// under CI).
-fn redis_available(test: &str) -> bool {
-    if Command::new(REDIS_SERVER)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok()
-    {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "redis-server is required in CI (apt-get install redis-server)"
-    );
-    eprintln!("\n!!! {test} DID NOT RUN: `redis-server` is not installed !!!\n");
-    false
-}
-
-/// Where a test's Redis listens.
-#[derive(Debug, Clone)]
-enum Place {
-    /// 127.0.0.1 and this port.
-    Port(u16),
-    /// This Unix socket.
-    Socket(PathBuf),
-}
-
-impl Place {
-    /// The `--cluster` URL for this place.
-    fn url(&self) -> ClusterUrl {
-        match self {
-            Place::Port(port) => ClusterUrl::parse(&format!("redis://127.0.0.1:{port}")),
-            Place::Socket(path) => ClusterUrl::parse(&format!("unix://{}", path.display())),
-        }
-        .expect("a valid URL")
-    }
-}
-
-/// A redis-server child process, killed when dropped.
-struct Redis {
-    child: Option<Child>,
-    place: Place,
-    dir: PathBuf,
-}
-
-impl Redis {
-    /// A Redis on a free TCP port.
-    fn on_free_port() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
-        Redis::start(Place::Port(port), scratch_dir())
-    }
-
-    /// A Redis on a Unix socket in a fresh directory.
-    fn on_unix_socket() -> Redis {
-        let dir = scratch_dir();
-        Redis::start(Place::Socket(dir.join("redis.sock")), dir)
-    }
-
-    /// Starts redis-server at `place` and waits until it answers `PING`.
-    fn start(place: Place, dir: PathBuf) -> Redis {
-        let mut redis = Redis {
-            child: None,
-            place,
-            dir,
-        };
-        redis.spawn();
-        redis
-    }
-
-    /// Runs redis-server at this place and waits until it answers `PING`.
-    fn spawn(&mut self) {
-        let mut command = Command::new(REDIS_SERVER);
-        command.args(["--save", "", "--appendonly", "no", "--daemonize", "no"]);
-        command.args(["--protected-mode", "no", "--loglevel", "warning"]);
-        command.arg("--dir").arg(&self.dir);
-        command.arg("--logfile").arg(self.dir.join("redis.log"));
-        match &self.place {
-            Place::Port(port) => {
-                command.args(["--bind", "127.0.0.1", "--port", &port.to_string()]);
-            }
-            Place::Socket(path) => {
-                let _ = std::fs::remove_file(path);
-                command.args(["--port", "0", "--unixsocket"]).arg(path);
-            }
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        self.wait_until_it_answers();
-    }
-
-    fn url(&self) -> ClusterUrl {
-        self.place.url()
-    }
-
-    fn wait_until_it_answers(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if self.ping() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start; see {}",
-                self.dir.join("redis.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// One blocking `PING` from outside the link.
-    fn ping(&self) -> bool {
-        fn exchange(mut stream: impl Read + Write) -> bool {
-            let mut reply = [0u8; 7];
-            stream.write_all(b"PING\r\n").is_ok()
-                && stream.read_exact(&mut reply).is_ok()
-                && &reply == b"+PONG\r\n"
-        }
-        match &self.place {
-            Place::Port(port) => TcpStream::connect(("127.0.0.1", *port)).is_ok_and(|s| {
-                s.set_read_timeout(Some(Duration::from_secs(1))).is_ok() && exchange(s)
-            }),
-            Place::Socket(path) => UnixStream::connect(path).is_ok_and(|s| {
-                s.set_read_timeout(Some(Duration::from_secs(1))).is_ok() && exchange(s)
-            }),
-        }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        if let Some(child) = &self.child {
-            let pid = child.id() as libc::pid_t;
-            // SAFETY: kill(2) on our own child's pid; no memory is involved.
-            assert_eq!(
-                unsafe { libc::kill(pid, signal) },
-                0,
-                "kill({pid}, {signal})"
-            );
-        }
-    }
-
-    /// SIGKILL, and the process reaped.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// A new redis-server at the same place.
-    fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// A fresh directory under the system's temporary directory.
-fn scratch_dir() -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "chatd-redis-link-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
-    dir
+/// The link's URL for a test's Redis.
+fn url_of(redis: &Redis) -> ClusterUrl {
+    ClusterUrl::parse(&redis.url()).expect("a valid URL")
 }
 
 /// A mio loop with only the link in it, as the server drives it.
@@ -428,7 +241,7 @@ fn publish_reaches_the_subscriber_and_replies_match_requests_in_order() {
         return;
     }
     let redis = Redis::on_free_port();
-    let mut driver = Driver::new(redis.url(), &[b"room:lobby"]);
+    let mut driver = Driver::new(url_of(&redis), &[b"room:lobby"]);
     driver.wait_up(PATIENCE);
 
     // Up means subscribed: the very first PUBLISH is heard.
@@ -505,7 +318,7 @@ fn unix_socket_and_subscriptions_changed_while_up() {
         return;
     }
     let redis = Redis::on_unix_socket();
-    let mut driver = Driver::new(redis.url(), &[]);
+    let mut driver = Driver::new(url_of(&redis), &[]);
     driver.wait_up(PATIENCE);
 
     driver.link.subscribe(b"later", Instant::now());
@@ -545,11 +358,11 @@ fn a_killed_redis_is_down_at_once_costs_no_cpu_and_is_back_soon_after_restart() 
         return;
     }
     let mut redis = Redis::on_free_port();
-    let mut driver = Driver::new(redis.url(), &[b"room:lobby"]);
+    let mut driver = Driver::new(url_of(&redis), &[b"room:lobby"]);
     driver.wait_up(PATIENCE);
 
     // A request Redis never answers is handed back with the Down.
-    redis.signal(libc::SIGSTOP);
+    redis.pause();
     driver.send("lost", &[b"SET", b"k", b"v"]);
     driver.turn(Duration::ZERO);
     redis.kill();
@@ -602,15 +415,13 @@ fn redis_absent_at_start_is_one_down_then_up_when_it_comes() {
     if !redis_available("redis_absent_at_start_is_one_down_then_up_when_it_comes") {
         return;
     }
-    let dir = scratch_dir();
-    let place = Place::Socket(dir.join("redis.sock"));
-    let url = place.url();
-    let mut driver = Driver::new(url, &[b"a", b"b"]);
+    let mut redis = Redis::not_started_on_unix_socket();
+    let mut driver = Driver::new(url_of(&redis), &[b"a", b"b"]);
     let (reason, unanswered) = driver.wait_down(PATIENCE);
     assert!(matches!(reason, LinkDown::Io(_)), "{reason:?}");
     assert!(unanswered.is_empty());
     driver.quiet_for(Duration::from_millis(1500));
-    let redis = Redis::start(place, dir);
+    redis.start();
     let started = Instant::now();
     driver.wait_up(PATIENCE);
     assert!(started.elapsed() < Duration::from_millis(1500));
@@ -625,11 +436,11 @@ fn a_stopped_redis_is_down_at_the_bound_with_memory_bounded_then_back() {
         return;
     }
     let redis = Redis::on_free_port();
-    let mut driver = Driver::new(redis.url(), &[b"room:lobby"]);
+    let mut driver = Driver::new(url_of(&redis), &[b"room:lobby"]);
     driver.wait_up(PATIENCE);
     let rss_before = rss_bytes();
 
-    redis.signal(libc::SIGSTOP);
+    redis.pause();
     let stopped = Instant::now();
     let payload = vec![b'p'; 256 * 1024];
     let mut published = 0usize;
@@ -690,7 +501,7 @@ fn a_stopped_redis_is_down_at_the_bound_with_memory_bounded_then_back() {
     eprintln!("while Redis was stopped: {cpu:?} CPU in 2.5 s of wall time, {turns} loop turns");
     assert!(cpu < Duration::from_millis(50), "{cpu:?} of CPU in 2.5 s");
 
-    redis.signal(libc::SIGCONT);
+    redis.resume();
     let resumed = Instant::now();
     driver.wait_up(PATIENCE);
     eprintln!("up {:?} after SIGCONT", resumed.elapsed());
@@ -709,9 +520,9 @@ fn a_redis_stopped_while_the_chat_is_quiet_is_noticed_by_keepalive() {
         return;
     }
     let redis = Redis::on_free_port();
-    let mut driver = Driver::new(redis.url(), &[b"room:lobby"]);
+    let mut driver = Driver::new(url_of(&redis), &[b"room:lobby"]);
     driver.wait_up(PATIENCE);
-    redis.signal(libc::SIGSTOP);
+    redis.pause();
     let stopped = Instant::now();
     let (reason, unanswered) = driver.wait_down(PATIENCE);
     let noticed = stopped.elapsed();
@@ -723,6 +534,6 @@ fn a_redis_stopped_while_the_chat_is_quiet_is_noticed_by_keepalive() {
         noticed < KEEPALIVE + REPLY_TIMEOUT + Duration::from_secs(1),
         "{noticed:?}"
     );
-    redis.signal(libc::SIGCONT);
+    redis.resume();
     driver.wait_up(PATIENCE);
 }

@@ -102,6 +102,9 @@ pub enum Pending {
     Move(ConnId, String),
     /// A departure.
     Leave(ConnId),
+    /// A default name for a user whose name was given away, offering
+    /// candidates from number `next`.
+    Reclaim(ConnId, usize),
     /// `/history N`.
     History(ConnId, String, usize),
     /// A chat line by a user, to a room (delivered here if the link fails
@@ -188,20 +191,60 @@ pub struct Cluster {
     mine: String,
 }
 
-/// Every script's full text.
+/// One Lua script: its text (loaded once per connection) and its SHA-1,
+/// by which every call names it (`EVALSHA`), so a chat line does not carry
+/// a kilobyte of Lua to Redis.
+#[derive(Debug)]
+struct Script {
+    /// The prelude and the body.
+    text: String,
+    /// The SHA-1 of `text`, in hex.
+    sha: String,
+}
+
+impl Script {
+    fn new(body: &str) -> Script {
+        let text = scripts::script(body);
+        let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, text.as_bytes());
+        let sha = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        Script { text, sha }
+    }
+}
+
+/// Every script.
 #[derive(Debug)]
 struct Texts {
-    arrive: String,
-    rename: String,
-    moved: String,
-    leave: String,
-    say: String,
-    ban: String,
-    unban: String,
-    heartbeat: String,
-    reap: String,
-    quit: String,
-    resync: String,
+    arrive: Script,
+    rename: Script,
+    moved: Script,
+    leave: Script,
+    say: Script,
+    ban: Script,
+    unban: Script,
+    heartbeat: Script,
+    reap: Script,
+    quit: Script,
+    resync: Script,
+    reclaim: Script,
+}
+
+impl Texts {
+    fn all(&self) -> [&Script; 12] {
+        [
+            &self.arrive,
+            &self.rename,
+            &self.moved,
+            &self.leave,
+            &self.say,
+            &self.ban,
+            &self.unban,
+            &self.heartbeat,
+            &self.reap,
+            &self.quit,
+            &self.resync,
+            &self.reclaim,
+        ]
+    }
 }
 
 impl Cluster {
@@ -224,17 +267,18 @@ impl Cluster {
             next_remote: 0,
             calls: Vec::new(),
             texts: Texts {
-                arrive: scripts::script(scripts::ARRIVE),
-                rename: scripts::script(scripts::RENAME),
-                moved: scripts::script(scripts::MOVE),
-                leave: scripts::script(scripts::LEAVE),
-                say: scripts::script(scripts::SAY),
-                ban: scripts::script(scripts::BAN),
-                unban: scripts::script(scripts::UNBAN),
-                heartbeat: scripts::script(scripts::HEARTBEAT),
-                reap: scripts::script(scripts::REAP),
-                quit: scripts::script(scripts::QUIT),
-                resync: scripts::script(scripts::RESYNC),
+                arrive: Script::new(scripts::ARRIVE),
+                rename: Script::new(scripts::RENAME),
+                moved: Script::new(scripts::MOVE),
+                leave: Script::new(scripts::LEAVE),
+                say: Script::new(scripts::SAY),
+                ban: Script::new(scripts::BAN),
+                unban: Script::new(scripts::UNBAN),
+                heartbeat: Script::new(scripts::HEARTBEAT),
+                reap: Script::new(scripts::REAP),
+                quit: Script::new(scripts::QUIT),
+                resync: Script::new(scripts::RESYNC),
+                reclaim: Script::new(scripts::RECLAIM),
             },
         }
     }
@@ -254,11 +298,29 @@ impl Cluster {
         self.phase
     }
 
-    /// Queues `EVAL script 0 prefix me args...`.
-    fn eval(&mut self, tag: Pending, which: fn(&Texts) -> &str, args: &[&[u8]]) {
+    /// Queues `SCRIPT LOAD` of every script: first thing on a new link.
+    fn load_scripts(&mut self) {
+        let loads: Vec<Call> = self
+            .texts
+            .all()
+            .iter()
+            .map(|script| Call {
+                tag: Pending::Fire,
+                args: vec![
+                    b"SCRIPT".to_vec(),
+                    b"LOAD".to_vec(),
+                    script.text.clone().into_bytes(),
+                ],
+            })
+            .collect();
+        self.calls.extend(loads);
+    }
+
+    /// Queues `EVALSHA sha 0 prefix me args...`.
+    fn eval(&mut self, tag: Pending, which: fn(&Texts) -> &Script, args: &[&[u8]]) {
         let mut all: Vec<Vec<u8>> = Vec::with_capacity(args.len() + 5);
-        all.push(b"EVAL".to_vec());
-        all.push(which(&self.texts).as_bytes().to_vec());
+        all.push(b"EVALSHA".to_vec());
+        all.push(which(&self.texts).sha.as_bytes().to_vec());
         all.push(b"0".to_vec());
         all.push(self.prefix.as_bytes().to_vec());
         all.push(self.me.as_bytes().to_vec());
@@ -310,6 +372,23 @@ fn server_id() -> String {
         hasher.write_u128(since.as_nanos());
     }
     format!("{:016x}", hasher.finish())
+}
+
+/// Default names `from` on for a user at `addr` (`ADDR`, `ADDR~2`, …), each
+/// followed by its skeleton: the candidates a script claims the first free
+/// one of.
+fn default_names(addr: &str, from: usize) -> Vec<Vec<u8>> {
+    let mut args = Vec::with_capacity(2 * NAME_CANDIDATES);
+    for n in from..from + NAME_CANDIDATES {
+        let name = if n == 1 {
+            addr.to_string()
+        } else {
+            format!("{addr}{}{n}", names::DEFAULT_NAME_COUNTER)
+        };
+        args.push(names::skeleton(&name).into_bytes());
+        args.insert(args.len() - 1, name.into_bytes());
+    }
+    args
 }
 
 /// A user's id as the cluster knows it.
@@ -366,7 +445,7 @@ impl Chat {
 
     /// True while user `id` waits for Redis: its input must stay unread.
     pub fn is_waiting(&self, id: ConnId) -> bool {
-        self.users.get(&id).is_some_and(|u| u.waiting.is_some())
+        self.cluster.is_some() && self.users.get(&id).is_some_and(|u| u.waiting.is_some())
     }
 
     /// Moves the commands for Redis into `into`.
@@ -400,7 +479,7 @@ impl Chat {
                 wrong_passwords: 0,
                 home: Home::Local,
                 waiting: Some(Waiting::Arrive),
-                gone: false,
+                gone: None,
                 member: false,
             },
         );
@@ -420,18 +499,25 @@ impl Chat {
             base.clone().into_bytes(),
             replay.into_bytes(),
         ];
-        for n in from..from + NAME_CANDIDATES {
-            let name = if n == 1 {
-                base.clone()
-            } else {
-                format!("{base}{}{n}", names::DEFAULT_NAME_COUNTER)
-            };
-            args.push(names::skeleton(&name).into_bytes());
-            args.insert(args.len() - 1, name.into_bytes());
-        }
+        args.extend(default_names(&base, from));
         let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.eval(Pending::Arrive(id, from), |t| &t.arrive, &refs);
+        }
+    }
+
+    /// A local user whose name another server gave away while this one was
+    /// taken for dead: it gets a default name, told to its room as a
+    /// rename, so names stay unique.
+    fn request_reclaim(&mut self, id: ConnId, from: usize) {
+        let Some(user) = self.users.get(&id) else {
+            return;
+        };
+        let mut args: Vec<Vec<u8>> = vec![uid(id).to_string().into_bytes()];
+        args.extend(default_names(&user.addr.to_string(), from));
+        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.eval(Pending::Reclaim(id, from), |t| &t.reclaim, &refs);
         }
     }
 
@@ -441,7 +527,7 @@ impl Chat {
         let Some(user) = self.users.get_mut(&id) else {
             return;
         };
-        user.gone = true;
+        user.gone = Some(reason.clone());
         user.waiting = None;
         let mut args = vec![uid(id).to_string()];
         args.extend(wire::gone_fields(&gone_of(reason)));
@@ -626,6 +712,7 @@ impl Chat {
         cluster.phase = Phase::Syncing;
         cluster.up_since = Some(now.instant);
         cluster.last_beat = Some(now.instant);
+        cluster.load_scripts();
         self.request_resync(now);
     }
 
@@ -640,7 +727,7 @@ impl Chat {
             args.push(until.map_or_else(|| "-".to_string(), |u| u.to_string()));
         }
         for (&id, user) in &self.users {
-            if user.home != Home::Local || user.gone || !user.member {
+            if user.home != Home::Local || user.gone.is_some() || !user.member {
                 continue;
             }
             let Some(room) = self.rooms.get(user.room) else {
@@ -704,7 +791,7 @@ impl Chat {
         let local: Vec<ConnId> = self
             .users
             .iter()
-            .filter(|(_, u)| u.waiting.is_some() || u.gone)
+            .filter(|(_, u)| u.waiting.is_some() || u.gone.is_some())
             .map(|(&id, _)| id)
             .collect();
         for id in local {
@@ -727,7 +814,7 @@ impl Chat {
             | Pending::Move(id, _)
             | Pending::Leave(id)
             | Pending::History(id, _, _) => self.settle_locally(id, now, out),
-            Pending::Resync | Pending::Heartbeat | Pending::Fire => {}
+            Pending::Resync | Pending::Heartbeat | Pending::Reclaim(..) | Pending::Fire => {}
         }
     }
 
@@ -736,8 +823,7 @@ impl Chat {
         let Some(user) = self.users.get(&id) else {
             return;
         };
-        if user.gone {
-            let reason = Leave::Closed;
+        if let Some(reason) = user.gone.clone() {
             self.drop_user(id, Some(&reason), now);
             return;
         }
@@ -770,6 +856,11 @@ impl Chat {
     pub fn on_reply(&mut self, tag: Pending, reply: Reply, now: Now, out: &mut impl Outbound) {
         if let Reply::Error(error) = &reply {
             warn!("cluster: Redis refused a command ({tag:?}): {error}");
+            if error.starts_with("NOSCRIPT")
+                && let Some(cluster) = self.cluster.as_mut()
+            {
+                cluster.load_scripts();
+            }
             self.not_sent(tag, now, out);
             return;
         }
@@ -808,12 +899,27 @@ impl Chat {
                 }
             }
             Pending::Resync => {
-                if let Reply::Int(conflicts) = reply
-                    && conflicts > 0
-                {
+                let Reply::Array(uids) = reply else {
+                    return;
+                };
+                if !uids.is_empty() {
                     warn!(
-                        "cluster: {conflicts} of this server's users have names another server took while Redis was away"
+                        "cluster: {} of this server's users have names another server gave away meanwhile; they get default names",
+                        uids.len()
                     );
+                }
+                for uid in uids {
+                    if let Reply::Bulk(text) = uid
+                        && let Some(raw) =
+                            std::str::from_utf8(&text).ok().and_then(|t| t.parse().ok())
+                    {
+                        self.request_reclaim(ConnId::from_u64(raw), 1);
+                    }
+                }
+            }
+            Pending::Reclaim(id, from) => {
+                if reply == Reply::Nil {
+                    self.request_reclaim(id, from + NAME_CANDIDATES);
                 }
             }
             Pending::Heartbeat => {
@@ -950,7 +1056,7 @@ impl Chat {
                 uid, sender, text, ..
             } => {
                 if let Some(id) = self.find_user(&me, uid, true)
-                    && !self.users.get(&id).is_some_and(|u| u.gone)
+                    && self.users.get(&id).is_none_or(|u| u.gone.is_none())
                 {
                     self.flush_presence(out);
                     out.line(id, &protocol::private(sender, text));
@@ -1036,41 +1142,52 @@ impl Chat {
         out: &mut impl Outbound,
     ) {
         self.bump_seq(record.seq);
-        let room = match self.rooms.find(record.room) {
-            Some(room) => room,
-            None => self.rooms.create(record.room),
-        };
-        if mine {
-            let id = ConnId::from_u64(record.uid);
-            let Some(user) = self.users.get_mut(&id) else {
-                return;
-            };
-            if user.member {
-                return;
-            }
-            user.name = record.name.to_string();
-            user.waiting = None;
-            let gone = user.gone;
-            self.names.insert(record.name, id);
-            if !gone {
-                out.line(id, &protocol::you_are(record.name));
-                self.effects.push(Effect::Resume(id));
-            }
-            self.enter_at(
-                id,
-                room,
-                record.seq,
-                true,
-                Replay::Lines(&lines_of(history)),
-                now,
-                out,
-            );
+        if !mine {
+            self.insert_remote(record, true, now, out);
             return;
         }
-        let Some(addr) = record.addr.parse::<SocketAddr>().ok() else {
-            warn!("cluster: an arrival with a bad address {:?}", record.addr);
+        let id = ConnId::from_u64(record.uid);
+        let Some(user) = self.users.get_mut(&id) else {
             return;
         };
+        if user.member {
+            return;
+        }
+        user.name = record.name.to_string();
+        user.waiting = None;
+        let gone = user.gone.is_some();
+        self.names.insert(record.name, id);
+        if !gone {
+            out.line(id, &protocol::you_are(record.name));
+            self.effects.push(Effect::Resume(id));
+        }
+        let room = self.room_named(record.room);
+        let lines = lines_of(history);
+        self.enter_at(id, room, record.seq, true, Replay::Lines(&lines), now, out);
+    }
+
+    /// The room called `name`, made if it does not exist.
+    fn room_named(&mut self, name: &str) -> crate::rooms::RoomId {
+        match self.rooms.find(name) {
+            Some(room) => room,
+            None => self.rooms.create(name),
+        }
+    }
+
+    /// A user of another server put in the replica, in its room at its
+    /// place of entry; its arrival told to the room if `announce`.
+    fn insert_remote(
+        &mut self,
+        record: &UserRecord<'_>,
+        announce: bool,
+        now: Now,
+        out: &mut impl Outbound,
+    ) {
+        let Ok(addr) = record.addr.parse::<SocketAddr>() else {
+            warn!("cluster: a user with a bad address {:?}", record.addr);
+            return;
+        };
+        self.bump_seq(record.seq);
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
@@ -1079,6 +1196,7 @@ impl Chat {
             return;
         }
         let server = cluster.intern(record.server);
+        let room = self.room_named(record.room);
         self.users.insert(
             id,
             User {
@@ -1093,12 +1211,12 @@ impl Chat {
                     uid: record.uid,
                 },
                 waiting: None,
-                gone: false,
+                gone: None,
                 member: false,
             },
         );
         self.names.insert(record.name, id);
-        self.enter_at(id, room, record.seq, true, Replay::None, now, out);
+        self.enter_at(id, room, record.seq, announce, Replay::None, now, out);
     }
 
     /// `R`: a rename, told to the room.
@@ -1149,14 +1267,11 @@ impl Chat {
         let Some(old) = self.rooms.find(from).filter(|&r| r == user.room) else {
             return;
         };
-        let local = user.home == Home::Local && !user.gone;
+        let local = user.home == Home::Local && user.gone.is_none();
         let (name, entered) = (user.name.clone(), user.entered);
         let line = || protocol::left(&name, Departure::For(to));
         self.exit(id, old, entered, now, Some(line), seq);
-        let target = match self.rooms.find(to) {
-            Some(room) => room,
-            None => self.rooms.create(to),
-        };
+        let target = self.room_named(to);
         let replay = if local {
             self.resume(id);
             out.line(id, &protocol::now_in(to));
@@ -1229,7 +1344,7 @@ impl Chat {
     fn replace_server(&mut self, server: &str, users: &[UserRecord<'_>], now: Now) {
         self.drop_server(server, None, 0, now);
         for record in users {
-            self.insert_silently(record, now);
+            self.insert_remote(record, false, now, &mut super::NoOutbound);
         }
     }
 
@@ -1256,7 +1371,7 @@ impl Chat {
             cluster.servers.clear();
         }
         for record in users {
-            self.insert_silently(record, now);
+            self.insert_remote(record, false, now, &mut super::NoOutbound);
         }
         for &(key, until) in bans {
             let known = |k: AddrKey| self.bans.list(now.unix).iter().any(|(held, _)| *held == k);
@@ -1282,47 +1397,6 @@ impl Chat {
         }
     }
 
-    /// A remote user put in its room's place of entry, without a notice.
-    fn insert_silently(&mut self, record: &UserRecord<'_>, now: Now) {
-        let Ok(addr) = record.addr.parse::<SocketAddr>() else {
-            return;
-        };
-        self.bump_seq(record.seq);
-        let room = match self.rooms.find(record.room) {
-            Some(room) => room,
-            None => self.rooms.create(record.room),
-        };
-        let Some(cluster) = self.cluster.as_mut() else {
-            return;
-        };
-        let (id, new) = cluster.remote_id(record.server, record.uid);
-        if !new {
-            return;
-        }
-        let server = cluster.intern(record.server);
-        self.users.insert(
-            id,
-            User {
-                name: record.name.to_string(),
-                addr,
-                room,
-                entered: 0,
-                oper: false,
-                wrong_passwords: 0,
-                home: Home::Remote {
-                    server,
-                    uid: record.uid,
-                },
-                waiting: None,
-                gone: false,
-                member: false,
-            },
-        );
-        self.names.insert(record.name, id);
-        let out = &mut super::NoOutbound;
-        self.enter_at(id, room, record.seq, false, Replay::None, now, out);
-    }
-
     /// `B` from another server: the ban applies here too.
     fn apply_ban(
         &mut self,
@@ -1343,7 +1417,7 @@ impl Chat {
             .iter()
             .filter(|(_, u)| {
                 u.home == Home::Local
-                    && !u.gone
+                    && u.gone.is_none()
                     && key.covers(u.addr.ip())
                     && !self.security.exempt.contains(u.addr.ip())
             })

@@ -275,9 +275,9 @@ pub struct User {
     home: Home,
     /// What the user waits for from Redis, if anything.
     waiting: Option<Waiting>,
-    /// Left (its connection is closed); in the chat until its departure
-    /// comes back from Redis.
-    gone: bool,
+    /// Left, and why (its connection is closed); in the chat until its
+    /// departure comes back from Redis.
+    gone: Option<Leave>,
     /// In its room's member list (a newcomer waiting for its name is not).
     member: bool,
 }
@@ -389,7 +389,7 @@ impl Chat {
                 wrong_passwords: 0,
                 home: Home::Local,
                 waiting: None,
-                gone: false,
+                gone: None,
                 member: false,
             },
         );
@@ -444,7 +444,7 @@ impl Chat {
                 let line = protocol::action(&user.name, text);
                 self.say(id, user.room, line, now, out);
             }
-            _ if user.gone || !user.member => {}
+            _ if user.gone.is_some() || !user.member => {}
             Command::Who => self.who(id, out),
             Command::Rename(new) => self.rename(id, new, out),
             Command::Msg { to, text } => self.private(id, to, text, out),
@@ -845,7 +845,7 @@ impl Chat {
         reason: Option<&str>,
         out: &mut impl Outbound,
     ) -> Option<()> {
-        if self.users.get(&target)?.gone {
+        if self.users.get(&target)?.gone.is_some() {
             return None;
         }
         out.line(target, &protocol::kicked_you(by, reason));
@@ -969,7 +969,7 @@ impl Chat {
     fn wall_here(&mut self, line: &str, out: &mut impl Outbound) {
         self.flush_presence(out);
         for (&id, user) in &self.users {
-            if user.home == Home::Local && user.member && !user.gone {
+            if user.home == Home::Local && user.member && user.gone.is_none() {
                 out.line(id, line);
             }
         }

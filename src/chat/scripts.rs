@@ -230,7 +230,8 @@ return 1
 /// After the link comes up: the server registers (heartbeat, its users
 /// and names, its bans merged in), publishes `Y` with its users for the
 /// others, and `Z` — everyone else and every ban — on its own channel.
-/// Returns how many of its users' names another server holds.
+/// Returns the uids of its users whose names another server holds now
+/// (given away while this server was taken for dead).
 ///
 /// ARGV: prefix, server, ttl in ms, lowest next seq, ban count, bans
 /// (key, until)..., users (uid, seq, room, name, addr, skeleton)...
@@ -246,13 +247,13 @@ for _ = 1, tonumber(ARGV[5]) do
   redis.call('HSETNX', P .. ':bans', ARGV[i], ARGV[i + 1])
   i = i + 2
 end
-local conflicts = 0
+local conflicts = {}
 local sync = {'Y' .. US .. S}
 while i + 5 <= #ARGV do
   local uid, seq, room, name, addr, skel = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local owner = S .. US .. uid
   if redis.call('HSETNX', P .. ':names', skel, owner) == 0 and redis.call('HGET', P .. ':names', skel) ~= owner then
-    conflicts = conflicts + 1
+    conflicts[#conflicts + 1] = uid
   end
   local rec = seq .. US .. room .. US .. name .. US .. addr .. US .. skel
   redis.call('HSET', ukey, uid, rec)
@@ -271,6 +272,30 @@ for _, x in ipairs(redis.call('SMEMBERS', P .. ':servers')) do
 end
 redis.call('PUBLISH', P .. ':to:' .. S, table.concat(snap, RS))
 return conflicts
+"#;
+
+/// A default name for a user whose name another server holds: claims the
+/// first free candidate (name, skeleton pairs from `ARGV[4]` on), publishes
+/// it as a rename `R`. Returns the name, nil if all are taken, -1 if the
+/// user is not registered.
+///
+/// ARGV: prefix, server, uid, candidates...
+pub const RECLAIM: &str = r#"
+local uid = ARGV[3]
+local owner = S .. US .. uid
+local ukey = P .. ':users:' .. S
+local rec = redis.call('HGET', ukey, uid)
+if not rec then return -1 end
+local seq, room, old, addr = split(rec)
+for i = 4, #ARGV, 2 do
+  local name, skel = ARGV[i], ARGV[i + 1]
+  if redis.call('HSETNX', P .. ':names', skel, owner) == 1 then
+    redis.call('HSET', ukey, uid, seq .. US .. room .. US .. name .. US .. addr .. US .. skel)
+    redis.call('PUBLISH', P .. ':events', 'R' .. US .. S .. US .. uid .. US .. old .. US .. name)
+    return name
+  end
+end
+return false
 "#;
 
 /// The whole text of a script: the prelude, then its body.

@@ -1359,3 +1359,4 @@ fn a_stale_id_for_a_reused_slot_is_nobody() {
         vec!["1 user in #lobby:", "  127.0.0.1:5000 (you)"]
     );
 }
+mod cluster_cases;

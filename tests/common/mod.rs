@@ -7,7 +7,8 @@
 //! Beside them: [`lines`] (the line client, shared with the TLS user of
 //! `tests/tls_support`), [`proc`] (chatd as a process), [`http`] (the
 //! metrics page), [`calendar`] (UTC dates, an oracle independent of the
-//! server) and [`tempdir`].
+//! server), [`redis`] (a real `redis-server` per test, for clusters) and
+//! [`tempdir`].
 
 #![allow(dead_code)]
 
@@ -15,6 +16,7 @@ pub mod calendar;
 pub mod http;
 pub mod lines;
 pub mod proc;
+pub mod redis;
 pub mod tempdir;
 
 use chatd::{Config, Server, ShutdownHandle};
@@ -230,7 +232,20 @@ impl RealServer {
     /// `--listen 127.0.0.1:0` added, and reads the bound address from the
     /// `listening on ADDR` log line.
     pub fn spawn(mut command: std::process::Command) -> RealServer {
-        let mut child = proc::spawn_listening(&mut command);
+        RealServer::watch(proc::spawn_listening(&mut command))
+    }
+
+    /// `chatd ARGS` with no `--listen` added: ARGS say where it listens
+    /// (say a fixed port shared with `--reuse-port`).
+    pub fn start_as_given(args: &[&str]) -> RealServer {
+        let mut command = std::process::Command::new(CHATD);
+        command.args(args);
+        RealServer::watch(proc::spawn_as_given(&mut command))
+    }
+
+    /// Drains the log of a started chatd and reads the bound address from
+    /// its first `listening on ADDR` line.
+    fn watch(mut child: std::process::Child) -> RealServer {
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();

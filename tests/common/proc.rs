@@ -11,8 +11,13 @@ use std::time::{Duration, Instant};
 /// Starts `command` (chatd) with `--listen 127.0.0.1:0` added, no stdin or
 /// stdout, and its stderr (the log) piped.
 pub fn spawn_listening(command: &mut Command) -> Child {
+    spawn_as_given(command.args(["--listen", "127.0.0.1:0"]))
+}
+
+/// Starts `command` (chatd) as it is, no stdin or stdout, and its stderr
+/// (the log) piped.
+pub fn spawn_as_given(command: &mut Command) -> Child {
     command
-        .args(["--listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -85,6 +90,23 @@ pub fn rss_bytes(pid: u32) -> u64 {
 /// Peak resident memory since the process started.
 pub fn peak_rss_bytes(pid: u32) -> u64 {
     status_bytes(pid, "VmHWM")
+}
+
+/// CPU time (user + system) the process has used so far, from the
+/// `utime` and `stime` fields of /proc/PID/stat.
+pub fn cpu_time(pid: u32) -> Duration {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // Fields after the command name (in parentheses, which may hold
+    // spaces): state is field 3, utime 14 and stime 15.
+    let (_, after_name) = text.rsplit_once(')').expect("a command name");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    assert!(per_second > 0, "_SC_CLK_TCK");
+    Duration::from_micros(ticks * 1_000_000 / per_second as u64)
 }
 
 /// `bytes` in MiB, for messages.
