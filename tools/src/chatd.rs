@@ -47,6 +47,9 @@ struct LogWatch {
     metrics: Mutex<Option<SocketAddr>>,
     /// The address of the first `tls listening on ADDR`, once logged.
     tls: Mutex<Option<SocketAddr>>,
+    /// Every plain `listening on ADDR`, in the order logged (the order of
+    /// the `--listen` flags).
+    listeners: Mutex<Vec<SocketAddr>>,
 }
 
 /// A running chatd child process.
@@ -90,12 +93,30 @@ impl Chatd {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut child = Command::new(path)
-            .args(["--listen", "127.0.0.1:0"])
+        Chatd::start_on(path, &["127.0.0.1:0"], args)
+    }
+
+    /// Starts `path` with one `--listen ADDR` per entry of `listen` (at
+    /// least one), then `args`, and waits for its first listening address
+    /// ([`addr`](Self::addr)); [`listen_addrs`](Self::listen_addrs) has the
+    /// others. The child is killed if this process dies (see
+    /// [`procstat::die_with_parent`]).
+    pub fn start_on<I, S>(path: &Path, listen: &[&str], args: I) -> Result<Chatd, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(path);
+        for addr in listen {
+            command.args(["--listen", addr]);
+        }
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        procstat::die_with_parent(&mut command);
+        let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
         let pid = child.id() as i32;
@@ -134,11 +155,15 @@ impl Chatd {
                 {
                     warnings.push(line.clone());
                 }
-                // Only the first listener is used: the sender goes after it.
-                if let Some(addr) = listening_addr(&line)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr);
+                // The first listener is the chat address: the sender goes
+                // after it; the others are kept for listen_addrs.
+                if let Some(addr) = listening_addr(&line) {
+                    if let Ok(mut all) = watch.listeners.lock() {
+                        all.push(addr);
+                    }
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
                 }
                 if let Some(addr) = metrics_addr(&line)
                     && let Ok(mut metrics) = watch.metrics.lock()
@@ -203,6 +228,16 @@ impl Chatd {
         }
     }
 
+    /// The warning, error and panic lines chatd logged (the first
+    /// thousands).
+    pub fn warning_lines(&self) -> Vec<String> {
+        self.log
+            .warnings
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default()
+    }
+
     /// The address of chatd's metrics endpoint (`--metrics ADDR`), waiting
     /// up to `timeout` for its log line; `None` if it never came.
     pub fn metrics_addr(&self, timeout: Duration) -> Option<SocketAddr> {
@@ -213,6 +248,22 @@ impl Chatd {
     /// waiting up to `timeout` for its log line; `None` if it never came.
     pub fn tls_addr(&self, timeout: Duration) -> Option<SocketAddr> {
         wait_for(&self.log.tls, timeout)
+    }
+
+    /// The addresses of chatd's plain listeners, in the order of the
+    /// `--listen` flags, once it has logged `n` of them (waiting up to
+    /// `timeout`); `None` if fewer came.
+    pub fn listen_addrs(&self, n: usize, timeout: Duration) -> Option<Vec<SocketAddr>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(all) = self.log.listeners.lock().ok().filter(|a| a.len() >= n) {
+                return Some(all.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// True while the process runs.

@@ -22,6 +22,7 @@
 //!           stats, report (figures and tables)   reference (the split the
 //!           tls (rustls client config,            server must agree with)
 //!                a throwaway certificate)        background (a thread until stopped)
+//!           redis (a throwaway redis-server for the cluster scenarios)
 //! ```
 //!
 //! The server's tests use this library too: `tests/hostile.rs` and the fuzz
@@ -35,6 +36,7 @@ pub mod lines;
 pub mod load;
 pub mod metrics;
 pub mod procstat;
+pub mod redis;
 pub mod reference;
 pub mod report;
 pub mod stats;

@@ -9,6 +9,8 @@
 //! of process plumbing.
 
 use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -66,6 +68,34 @@ fn schedstat_ns(line: &str) -> Option<u64> {
     line.split_whitespace().next()?.parse().ok()
 }
 
+/// CPU seconds the whole machine has been busy since boot, all cores
+/// together: the `cpu` line of `/proc/stat` without `idle` and `iowait`.
+/// The difference over a step, less what the processes of the run used,
+/// is what everything else took meanwhile (other processes, and interrupt
+/// work charged to no process); `None` if unreadable.
+pub fn machine_busy_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_busy(stat.lines().next()?).map(|t| t as f64 / clock_ticks_per_second() as f64)
+}
+
+/// Busy ticks from `/proc/stat`'s `cpu` line: every field but idle (4th)
+/// and iowait (5th); guest time is already inside user time, so the
+/// fields after steal are left out.
+fn parse_machine_busy(line: &str) -> Option<u64> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    if v.len() < 5 {
+        return None;
+    }
+    Some(v.iter().sum::<u64>() - v[3] - v[4])
+}
+
 /// How many descriptors a process has open (entries of `/proc/PID/fd`):
 /// for a server, listeners and a few fixed ones plus one per connection,
 /// so it tells when every client of a crowd has really been closed.
@@ -119,6 +149,30 @@ pub fn raise_nofile_limit() -> (u64, u64) {
         }
     }
     (lim.rlim_cur, lim.rlim_max)
+}
+
+/// Makes the child get SIGKILL if this process dies first (Linux
+/// `PR_SET_PDEATHSIG`), so even a chatload killed with SIGKILL, whose Drop
+/// guards never run, leaves no server behind. The signal follows the
+/// thread that spawned the child: spawn from a thread that outlives it.
+pub fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the child between fork and exec and calls
+    // only prctl(2) and getppid(2), both async-signal-safe; it allocates
+    // nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then we are orphaned
+            // already and must not run on.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Samples a process's RSS from a thread of its own every `every` until
@@ -199,6 +253,16 @@ mod tests {
         assert!(after > before, "{before} -> {after}");
         assert!(cpu_ns(std::process::id() as i32).expect("own tasks") >= after - before);
         assert_eq!(cpu_ns(-1), None);
+    }
+
+    #[test]
+    fn machine_busy_time() {
+        assert_eq!(
+            parse_machine_busy("cpu  10 1 5 1000 7 2 3 4 50 0"),
+            Some(10 + 1 + 5 + 2 + 3 + 4)
+        );
+        assert_eq!(parse_machine_busy("cpu0 1 2 3 4 5"), None);
+        assert!(machine_busy_s().expect("/proc/stat") > 0.0);
     }
 
     #[test]

@@ -40,6 +40,15 @@ fn chatload_help_and_usage_errors() {
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
     let bad = run(bin, &["--tls-storm", "10"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+
+    // The cluster set: documented, and only for the suite.
+    for flag in ["--cluster LIST", "--cluster-cost", "--redis-server PATH"] {
+        assert!(text(&help.stdout).contains(flag), "help lacks {flag}");
+    }
+    let bad = run(bin, &["suite", "--cluster", "1,none"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    let bad = run(bin, &["--cluster", "2"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
 }
 
 #[test]

@@ -23,6 +23,53 @@ pub enum Mode {
     Help,
 }
 
+/// One column of the cluster set (`suite --cluster LIST`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// One chatd without `--cluster` and without Redis (`alone`).
+    Alone,
+    /// N chatd processes linked through one Redis, sharing one port.
+    Cluster(usize),
+}
+
+impl Setup {
+    /// The column's name: `alone`, `cluster x2`.
+    pub fn label(self) -> String {
+        match self {
+            Setup::Alone => "alone".to_string(),
+            Setup::Cluster(n) => format!("cluster x{n}"),
+        }
+    }
+
+    /// How many chatd processes the setup runs.
+    pub fn processes(self) -> usize {
+        match self {
+            Setup::Alone => 1,
+            Setup::Cluster(n) => n,
+        }
+    }
+}
+
+/// `alone,1,2`: a comma-separated list of `alone` and process counts.
+pub fn parse_setups(text: &str) -> Result<Vec<Setup>, String> {
+    let mut setups = Vec::new();
+    for item in text.split(',').map(str::trim) {
+        let setup = match item {
+            "alone" | "0" => Setup::Alone,
+            n => match n.parse::<usize>() {
+                Ok(n @ 1..=16) => Setup::Cluster(n),
+                _ => {
+                    return Err(format!(
+                        "bad --cluster entry {item:?}: `alone` or a process count 1-16"
+                    ));
+                }
+            },
+        };
+        setups.push(setup);
+    }
+    Ok(setups)
+}
+
 /// Everything a session needs to know.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -112,6 +159,16 @@ pub struct Options {
     /// Where the storm connects (default: the TLS listener of the chatd
     /// this tool starts, or `--addr` with `--tls`).
     pub storm_addr: Option<SocketAddr>,
+    /// `suite --cluster LIST` (or `--cluster-cost`): the cluster set, one
+    /// column per setup, instead of the standard scenarios.
+    pub cluster: Vec<Setup>,
+    /// The redis-server binary for the cluster set (default: from `PATH`).
+    pub redis_server: Option<PathBuf>,
+    /// The cluster set's Redis listens on a loopback TCP port instead of a
+    /// Unix socket.
+    pub redis_tcp: bool,
+    /// More processes whose CPU is sampled per step (`--watch-pid`).
+    pub watch_pids: Vec<i32>,
 }
 
 impl Default for Options {
@@ -153,6 +210,10 @@ impl Default for Options {
             storm: 0,
             storm_after: Duration::from_millis(1500),
             storm_addr: None,
+            cluster: Vec::new(),
+            redis_server: None,
+            redis_tcp: false,
+            watch_pids: Vec::new(),
         }
     }
 }
@@ -162,6 +223,10 @@ pub const USAGE: &str = "\
 usage: chatload [fanout] [OPTIONS]     load one server (default 127.0.0.1:8000)
        chatload suite [--chatd PATH] [--quick] [--runs K] [--only N]... [--json]
                       [--chatd-arg ARG]... [--scrape-ms N] [--tls]
+       chatload suite --cluster LIST [--runs K] [--only N]... [--quick] [--json]
+                      [--redis-server PATH] [--redis-tcp] [--chatd-arg ARG]...
+       chatload suite --cluster-cost [--runs K] [--clients N] [--senders S] [--rate R]
+                      [--duration SECS]
        chatload smoke [--chatd PATH] [--tls]
                                        CI check: 50 clients, 5 senders, 200 lines/s, 2 s
 
@@ -186,6 +251,8 @@ fanout options:
   --metrics URL              read server CPU and RSS (and chatd's longest loop
                              iteration) from http://HOST:PORT/metrics instead
   --scrape-ms N              also scrape /metrics every N ms during the run
+  --watch-pid PID            also report PID's CPU per step (repeatable; e.g.
+                             every chatd of a cluster, and redis-server)
   --chatd PATH               start this chatd on a free port and load it
   --chatd-arg ARG            one more flag for the chatd started (repeatable,
                              e.g. --chatd-arg=--db=/tmp/x.db; also
@@ -212,7 +279,30 @@ suite options:
   --only N                   run scenario N only (repeatable; 6 is measured by 1)
   --tls                      the TLS set instead, plain and TLS side by side:
                              1 connect 10k, 2 handshakes/s, 3 idle RSS,
-                             4 ladder, 5 TLS storm beside plain chat";
+                             4 ladder, 5 TLS storm beside plain chat
+cluster set (side by side, one column per setup; runs alternate between setups):
+  --cluster LIST             setups, comma-separated: `alone` (one chatd, no Redis)
+                             or N (N chatd processes with --cluster to one fresh
+                             redis-server, on a Unix socket in a temp dir, --save ''
+                             --appendonly no); all with --reuse-port, listening on
+                             one shared 127.0.0.1 port where the clients connect
+                             (the kernel spreads them), e.g. --cluster 1,2.
+                             Before measuring, a probe on each process's private
+                             port checks that every process sees every other's
+                             lines. Scenarios (--only N):
+                             1 ladder: 1000 clients, 10 senders, rate x1.3 per 2 s
+                               step while p99 <= 50 ms; deliveries/s, p50/p99
+                             2 latency: --clients/--senders/--rate/--duration
+                               [100/10/1000/5]: p50/p99/p99.9, CPU-s per million
+                             3 fixed rate: 1000 clients, 10 senders, 1000 lines/s,
+                               4 s: CPU-s per million deliveries, p50/p99
+                             each with CPU % of every chatd, of redis-server and
+                             of chatload, and the clients each chatd got
+  --cluster-cost             the round trip's cost per line: --cluster alone,1
+                             --only 2 (one chatd alone vs the same in a cluster
+                             of one, whose lines go through Redis and back)
+  --redis-server PATH        redis-server binary [redis-server from PATH]
+  --redis-tcp                Redis on a free 127.0.0.1 port, not a Unix socket";
 
 /// Parses `std::env::args`.
 pub fn parse() -> Result<Options, String> {
@@ -228,6 +318,7 @@ where
     let mut o = Options::default();
     let mut parser = lexopt::Parser::from_args(args);
     let mut seen_mode = false;
+    let mut cluster_cost = false;
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
             Value(v) if !seen_mode => {
@@ -303,8 +394,34 @@ where
             Long("tls-storm") => o.storm = value(&mut parser)?,
             Long("storm-after") => o.storm_after = secs(&mut parser)?,
             Long("storm-addr") => o.storm_addr = Some(value(&mut parser)?),
+            Long("cluster") => {
+                let raw = parser.value().map_err(|e| e.to_string())?;
+                o.cluster = parse_setups(&raw.to_string_lossy())?;
+            }
+            Long("cluster-cost") => {
+                o.cluster = vec![Setup::Alone, Setup::Cluster(1)];
+                cluster_cost = true;
+            }
+            Long("redis-server") => {
+                o.redis_server = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?))
+            }
+            Long("redis-tcp") => o.redis_tcp = true,
+            Long("watch-pid") => o.watch_pids.push(value(&mut parser)?),
             _ => return Err(arg.unexpected().to_string()),
         }
+    }
+    if cluster_cost && o.only.is_empty() {
+        // The round trip's cost: the latency scenario only.
+        o.only.push(2);
+    }
+    if !o.cluster.is_empty() && o.mode != Mode::Suite {
+        return Err("--cluster and --cluster-cost are for `chatload suite`".into());
+    }
+    if !o.cluster.is_empty() && o.tls {
+        return Err("--cluster and --tls are two different sets: pick one".into());
+    }
+    if !o.cluster.is_empty() && o.scrape_every.is_some() {
+        return Err("--scrape-ms is not supported with --cluster".into());
     }
     if !(o.rate > 0.0 && o.rate.is_finite()) {
         return Err("--rate must be a positive number".into());
@@ -457,6 +574,32 @@ mod tests {
         assert!(parse_from(["--tls-storm", "10", "--chatd", "/bin/true"]).is_ok());
         assert!(parse_from(["--ca", "/tmp/ca.pem"]).is_err());
         assert!(parse_from(["suite", "--tls"]).expect("parses").tls);
+    }
+
+    #[test]
+    fn cluster_setups() {
+        let o = parse_from(["suite", "--cluster", "1,2"]).expect("parses");
+        assert_eq!(o.cluster, [Setup::Cluster(1), Setup::Cluster(2)]);
+        assert!(o.only.is_empty());
+        let o = parse_from(["suite", "--cluster", "alone, 1,3", "--redis-tcp"]).expect("parses");
+        assert_eq!(
+            o.cluster,
+            [Setup::Alone, Setup::Cluster(1), Setup::Cluster(3)]
+        );
+        assert!(o.redis_tcp);
+        assert_eq!(Setup::Cluster(2).label(), "cluster x2");
+        assert_eq!(Setup::Alone.processes(), 1);
+        let o = parse_from(["suite", "--cluster-cost"]).expect("parses");
+        assert_eq!(o.cluster, [Setup::Alone, Setup::Cluster(1)]);
+        assert_eq!(o.only, [2]);
+        let o = parse_from(["suite", "--cluster-cost", "--only", "1"]).expect("parses");
+        assert_eq!(o.only, [1]);
+        assert!(parse_from(["suite", "--cluster", "1,x"]).is_err());
+        assert!(parse_from(["suite", "--cluster", "17"]).is_err());
+        assert!(parse_from(["--cluster", "2"]).is_err());
+        assert!(parse_from(["suite", "--cluster", "2", "--tls"]).is_err());
+        let o = parse_from(["--watch-pid", "7", "--watch-pid", "9"]).expect("parses");
+        assert_eq!(o.watch_pids, [7, 9]);
     }
 
     #[test]

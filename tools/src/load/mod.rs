@@ -16,11 +16,14 @@
 //!   |                     \--> storm (a second swarm on a thread: TLS
 //!   |                           clients all at once during a step)
 //!   \--> suite / smoke --> chatd (child process) + scenario
-//!                           marker, tally, procstat --> report
+//!   |                       marker, tally, procstat --> report
+//!   \--> suite --cluster --> cluster (redis-server + N chatd on one port,
+//!                             linked; scenario against the shared port)
 //! ```
 
 mod args;
 mod client;
+mod cluster;
 mod marker;
 mod scenario;
 mod storm;

@@ -112,6 +112,12 @@ pub struct ServerView {
     /// Its `/metrics` page: the cost comes from it when there is no pid;
     /// it is scraped every `--scrape-ms` and asked for chatd's loop gauge.
     pub metrics: Option<MetricsUrl>,
+    /// More processes to watch in `/proc` (the cluster scenarios: every
+    /// chatd of the cluster, and Redis): their CPU during each step goes to
+    /// [`StepResult::watched_cpu_s`], their new descriptors until the
+    /// clients are registered to [`SessionReport::watched_conns`], in this
+    /// order.
+    pub watch: Vec<i32>,
 }
 
 /// Server counters at the three sampling points, and what follows from them.
@@ -178,6 +184,10 @@ pub struct SessionReport {
     pub tls: bool,
     /// Why the session is not a pass, for `--check` (empty = pass).
     pub problems: Vec<String>,
+    /// Per process of [`ServerView::watch`]: descriptors it opened from
+    /// before the connect phase until every client was registered, i.e.
+    /// the clients the kernel gave it (-1 if unreadable).
+    pub watched_conns: Vec<i64>,
 }
 
 impl SessionReport {
@@ -200,6 +210,7 @@ pub fn run_cli(o: &Options) -> u8 {
     let mut view = ServerView {
         pid: o.server_pid,
         metrics: o.metrics.clone(),
+        watch: o.watch_pids.clone(),
     };
     // Kept until chatd is stopped: it reads the files again on SIGHUP.
     let mut cert: Option<TestCert> = None;
@@ -213,7 +224,10 @@ pub fn run_cli(o: &Options) -> u8 {
         match started {
             Ok((c, t)) => {
                 target = t;
-                view = started_view(&c, o);
+                view = ServerView {
+                    watch: o.watch_pids.clone(),
+                    ..started_view(&c, o)
+                };
                 server = Some(c);
             }
             Err(e) => {
@@ -260,6 +274,7 @@ pub fn started_view(server: &Chatd, o: &Options) -> ServerView {
             .any(|f| f == "--metrics" || f.starts_with("--metrics="));
     ServerView {
         pid: Some(server.pid),
+        watch: Vec::new(),
         metrics: if wants_metrics {
             server
                 .metrics_addr(Duration::from_secs(5))
@@ -350,6 +365,13 @@ pub fn run_session(o: &Options, target: &Target, view: &ServerView) -> SessionRe
     // The connect phase's CPU is short: read it in nanoseconds when the
     // server is a process here.
     let cpu_ns_before = view.pid.and_then(procstat::cpu_ns);
+    let fds = || -> Vec<i64> {
+        view.watch
+            .iter()
+            .map(|&pid| procstat::open_fds(pid).map_or(-1, |n| n as i64))
+            .collect()
+    };
+    let fds_before = fds();
     rep.connect = swarm.connect(o.clients, o.slow, o.connect_concurrency, o.connect_timeout);
     let cpu_ns_after = view.pid.and_then(procstat::cpu_ns);
     let after_connect = sample("after connecting", &mut rep);
@@ -378,6 +400,13 @@ pub fn run_session(o: &Options, target: &Target, view: &ServerView) -> SessionRe
     }
     swarm.idle(SETTLE);
     let connected = sample("once registered", &mut rep);
+    // Once registered, every server has accepted its clients (right after
+    // the connect phase some still wait in the accept queue).
+    rep.watched_conns = fds_before
+        .iter()
+        .zip(fds())
+        .map(|(&b, a)| if b < 0 || a < 0 { -1 } else { a - b })
+        .collect();
 
     let senders = o.senders.clamp(1, swarm.open_readers().max(1));
     let mut rate = o.rate;
@@ -416,7 +445,24 @@ pub fn run_session(o: &Options, target: &Target, view: &ServerView) -> SessionRe
             }
             _ => None,
         };
-        let r = swarm.run_step(&plan);
+        let watched = |pids: &[i32]| -> Vec<Option<u64>> {
+            pids.iter().map(|&pid| procstat::cpu_ns(pid)).collect()
+        };
+        let watched_before = watched(&view.watch);
+        let busy_before = procstat::machine_busy_s();
+        let mut r = swarm.run_step(&plan);
+        r.machine_busy_s = match (busy_before, procstat::machine_busy_s()) {
+            (Some(b), Some(a)) => a - b,
+            _ => f64::NAN,
+        };
+        r.watched_cpu_s = watched_before
+            .iter()
+            .zip(watched(&view.watch))
+            .map(|(b, a)| match (b, a) {
+                (Some(b), Some(a)) => a.saturating_sub(*b) as f64 / 1e9,
+                _ => f64::NAN,
+            })
+            .collect();
         if let Some(storm) = storm {
             match storm.finish() {
                 Ok(s) => {
@@ -553,6 +599,11 @@ pub fn session_text(o: &Options, r: &SessionReport) -> String {
         "step", "lines/s", "achieved", "sent", "expected", "received", "deliv %", "deliv/s",
         "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "drain s", "lost", "tool CPU",
     ];
+    let watching = r.steps.iter().any(|s| !s.watched_cpu_s.is_empty());
+    let mut header = header.to_vec();
+    if watching {
+        header.push("watched CPU");
+    }
     let rows: Vec<Vec<String>> = r
         .steps
         .iter()
@@ -575,9 +626,22 @@ pub fn session_text(o: &Options, r: &SessionReport) -> String {
                 s.lost_clients.to_string(),
                 format!("{:.0}%", s.tool_cpu_pct),
             ]
+            .into_iter()
+            .chain(watching.then(|| watched_pcts(s)))
+            .collect()
         })
         .collect();
     out.push_str(&report::table(&header, &rows));
+    if !r.watched_conns.is_empty() {
+        out.push_str(&format!(
+            "watched processes: {} new descriptors once registered\n",
+            r.watched_conns
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        ));
+    }
     if o.ladder {
         match r.saturation.map(|i| &r.steps[i]) {
             Some(s) => out.push_str(&format!(
@@ -676,6 +740,16 @@ pub fn session_text(o: &Options, r: &SessionReport) -> String {
     out
 }
 
+/// A step's CPU use of each watched process, in % of one core:
+/// `48%/51%/9%`.
+fn watched_pcts(s: &StepResult) -> String {
+    s.watched_cpu_s
+        .iter()
+        .map(|cpu| format!("{:.0}%", 100.0 * cpu / s.elapsed_s.max(1e-9)))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The `--json` object of a session.
 pub fn session_json(o: &Options, r: &SessionReport) -> String {
     let steps = report::array(r.steps.iter().map(step_json));
@@ -699,6 +773,10 @@ pub fn session_json(o: &Options, r: &SessionReport) -> String {
         )
         .num("register_seconds", r.register_s.unwrap_or(f64::NAN))
         .int("register_missing", r.register_missing as u64)
+        .raw(
+            "watched_new_fds",
+            &report::array(r.watched_conns.iter().map(|n| n.to_string())),
+        )
         .raw("steps", &steps);
     if let Some(i) = r.saturation {
         obj = obj
@@ -796,5 +874,10 @@ fn step_json(s: &StepResult) -> String {
         .num("max_ms", s.max_ms)
         .num("drain_seconds", s.drain_s)
         .num("tool_cpu_percent", s.tool_cpu_pct)
+        .num("machine_busy_seconds", s.machine_busy_s)
+        .raw(
+            "watched_cpu_seconds",
+            &report::array(s.watched_cpu_s.iter().map(|v| report::number(*v))),
+        )
         .finish()
 }

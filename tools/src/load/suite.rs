@@ -42,7 +42,7 @@ struct Figure {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Unit {
+pub(super) enum Unit {
     Seconds,
     Bytes,
     PerSecond,
@@ -50,10 +50,15 @@ enum Unit {
     Percent,
     Micros,
     Plain,
+    /// A whole count.
+    Count,
 }
 
 impl Unit {
-    fn show(self, v: f64) -> String {
+    pub(super) fn show(self, v: f64) -> String {
+        if !v.is_finite() {
+            return "-".into();
+        }
         match self {
             Unit::Seconds => format!("{v:.2} s"),
             Unit::Bytes => report::bytes(v),
@@ -62,6 +67,7 @@ impl Unit {
             Unit::Percent => format!("{v:.2} %"),
             Unit::Micros => format!("{v:.1} µs"),
             Unit::Plain => format!("{v:.3}"),
+            Unit::Count => format!("{v:.0}"),
         }
     }
 }
@@ -164,7 +170,7 @@ const TLS_LADDER_P99: Duration = Duration::from_millis(50);
 const TLS_LADDER_RETRIES: u32 = 2;
 
 /// Options every scenario starts from: quiet sessions with short grace.
-fn base(o: &Options) -> Options {
+pub(super) fn base(o: &Options) -> Options {
     Options {
         quiet: true,
         json: false,
@@ -211,6 +217,9 @@ pub fn run_suite(o: &Options) -> u8 {
             return 2;
         }
     };
+    if !o.cluster.is_empty() {
+        return super::cluster::run(&path, o);
+    }
     let scale = if o.quick { QUICK } else { FULL };
     let tls_scale = if o.quick { TLS_QUICK } else { TLS_FULL };
     // One certificate for every chatd of the TLS set, removed at the end.
@@ -344,7 +353,7 @@ fn put(
 
 /// Records a session's problems, labelled with its scenario, and what its
 /// scrapes did (failed ones are problems too).
-fn note(problems: &mut Vec<String>, scenario: &str, rep: &SessionReport) {
+pub(super) fn note(problems: &mut Vec<String>, scenario: &str, rep: &SessionReport) {
     for p in &rep.problems {
         problems.push(format!("{scenario}: {p}"));
     }
@@ -371,7 +380,7 @@ fn note(problems: &mut Vec<String>, scenario: &str, rep: &SessionReport) {
     }
 }
 
-fn progress(line: String) {
+pub(super) fn progress(line: String) {
     eprintln!("chatload: {line}");
 }
 

@@ -91,6 +91,12 @@ pub struct StepResult {
     /// This tool's own CPU use during the step, in % of one core. Near 100
     /// means the figures are bounded by the load generator, not the server.
     pub tool_cpu_pct: f64,
+    /// CPU seconds each watched process used during the step (see
+    /// `ServerView::watch`; NaN where `/proc` was unreadable).
+    pub watched_cpu_s: Vec<f64>,
+    /// CPU seconds the whole machine was busy during the step, all cores
+    /// together (NaN if `/proc/stat` was unreadable).
+    pub machine_busy_s: f64,
 }
 
 impl StepResult {
