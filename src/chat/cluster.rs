@@ -49,6 +49,7 @@
 use super::scripts::{self, events_channel, server_channel};
 use super::wire::{self, Builder, Event, Gone, UserRecord};
 use super::{Chat, Effect, Home, Leave, Now, Outbound, User, Waiting};
+use crate::cluster::tuning::REPLY_TIMEOUT;
 use crate::history::{self, Line};
 use crate::id::ConnId;
 use crate::iplimit::AddrKey;
@@ -115,6 +116,9 @@ pub enum Pending {
     Wall(String),
     /// Registration after the link came up.
     Resync,
+    /// `TIME`, sent at this local time (unix milliseconds): Redis's clock,
+    /// for the requests' deadlines.
+    Clock(i64),
     /// The heartbeat.
     Heartbeat,
     /// Nothing to do with the answer.
@@ -186,6 +190,8 @@ pub struct Cluster {
     servers: HashMap<Arc<str>, usize>,
     /// The next remote id's slot.
     next_remote: u32,
+    /// Redis's clock less this server's, in milliseconds, once known.
+    clock_offset: Option<i64>,
     /// Commands for the loop to send.
     calls: Vec<Call>,
     /// Script texts (prelude included), built once.
@@ -271,6 +277,7 @@ impl Cluster {
             remote: HashMap::new(),
             servers: HashMap::new(),
             next_remote: 0,
+            clock_offset: None,
             calls: Vec::new(),
             texts: Texts {
                 arrive: Script::new(scripts::ARRIVE),
@@ -322,14 +329,22 @@ impl Cluster {
         self.calls.extend(loads);
     }
 
-    /// Queues `EVALSHA sha 0 prefix me args...`.
+    /// Queues `EVALSHA sha 0 prefix me deadline args...`: the deadline is
+    /// in Redis's clock, [`REPLY_TIMEOUT`] from now (0 until the clock is
+    /// known); past it the scripts that change what users see refuse, as
+    /// this server will have given up on the request and done it locally.
     fn eval(&mut self, tag: Pending, which: fn(&Texts) -> &Script, args: &[&[u8]]) {
-        let mut all: Vec<Vec<u8>> = Vec::with_capacity(args.len() + 5);
+        let deadline = self.clock_offset.map_or(0, |offset| {
+            let timeout = i64::try_from(REPLY_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+            unix_millis().saturating_add(offset).saturating_add(timeout)
+        });
+        let mut all: Vec<Vec<u8>> = Vec::with_capacity(args.len() + 6);
         all.push(b"EVALSHA".to_vec());
         all.push(which(&self.texts).sha.as_bytes().to_vec());
         all.push(b"0".to_vec());
         all.push(self.prefix.as_bytes().to_vec());
         all.push(self.me.as_bytes().to_vec());
+        all.push(deadline.to_string().into_bytes());
         all.extend(args.iter().map(|a| a.to_vec()));
         self.calls.push(Call { tag, args: all });
     }
@@ -367,6 +382,25 @@ impl Cluster {
         self.servers.insert(Arc::clone(&rc), 0);
         rc
     }
+}
+
+/// The wall clock in unix milliseconds.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Redis's `TIME` reply in unix milliseconds.
+fn redis_millis(reply: &Reply) -> Option<i64> {
+    let Reply::Array(parts) = reply else {
+        return None;
+    };
+    let number = |part: &Reply| match part {
+        Reply::Bulk(text) => std::str::from_utf8(text).ok()?.parse::<i64>().ok(),
+        _ => None,
+    };
+    Some(number(parts.first()?)? * 1000 + number(parts.get(1)?)? / 1000)
 }
 
 /// A random id for this run of the server (16 hex digits).
@@ -724,6 +758,10 @@ impl Chat {
         cluster.up_since = Some(now.instant);
         cluster.last_beat = Some(now.instant);
         cluster.load_scripts();
+        cluster.calls.push(Call {
+            tag: Pending::Clock(unix_millis()),
+            args: vec![b"TIME".to_vec()],
+        });
         self.request_resync(now);
     }
 
@@ -833,7 +871,11 @@ impl Chat {
             | Pending::Move(id, _)
             | Pending::Leave(id)
             | Pending::History(id, _, _) => self.settle_locally(id, now, out),
-            Pending::Resync | Pending::Heartbeat | Pending::Reclaim(..) | Pending::Fire => {}
+            Pending::Resync
+            | Pending::Heartbeat
+            | Pending::Reclaim(..)
+            | Pending::Clock(_)
+            | Pending::Fire => {}
         }
     }
 
@@ -908,6 +950,11 @@ impl Chat {
 
     /// Redis answered a command.
     pub fn on_reply(&mut self, tag: Pending, reply: Reply, now: Now, out: &mut impl Outbound) {
+        if reply == Reply::Int(-2) {
+            debug!("cluster: Redis reached a request past its deadline: {tag:?}");
+            self.not_sent(tag, now, out);
+            return;
+        }
         if let Reply::Error(error) = &reply {
             warn!("cluster: Redis refused a command ({tag:?}): {error}");
             if error.starts_with("NOSCRIPT")
@@ -972,6 +1019,12 @@ impl Chat {
                     {
                         self.request_reclaim(ConnId::from_u64(raw), 1);
                     }
+                }
+            }
+            Pending::Clock(sent) => {
+                if let (Some(redis), Some(cluster)) = (redis_millis(&reply), self.cluster.as_mut())
+                {
+                    cluster.clock_offset = Some(redis - sent);
                 }
             }
             Pending::Reclaim(id, from) => {

@@ -23,7 +23,14 @@
 //! | `P:bans` | hash | address or /64 → end (unix seconds, `-` = until unbanned) |
 //!
 //! Scripts build their keys from the prefix they are given (`ARGV[1]`);
-//! that suits one Redis server, which is what `--cluster` names.
+//! that suits one Redis server, which is what `--cluster` names. Every
+//! call gives the server's id (`ARGV[2]`) and a deadline in Redis's clock
+//! (`ARGV[3]`, milliseconds, 0 = none), which the prelude takes out, so
+//! the ARGV below are numbered as if it were not there. A request that
+//! Redis reaches after its deadline (it sat in the socket of a Redis that
+//! was stopped, while its server gave up and did the thing locally) is
+//! refused with -2 by the scripts that change what users see: a line said
+//! during an outage stays on its own server, as PROTOCOL.md says.
 
 /// The events channel.
 pub fn events_channel(prefix: &str) -> String {
@@ -39,6 +46,12 @@ pub fn server_channel(prefix: &str, server: &str) -> String {
 const PRELUDE: &str = r#"
 local P = ARGV[1]
 local S = ARGV[2]
+local deadline = tonumber(table.remove(ARGV, 3))
+local function late()
+  if deadline == 0 then return false end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline
+end
 local US = '\31'
 local RS = '\30'
 local function hist(msg, room, n)
@@ -76,6 +89,7 @@ end
 ///
 /// ARGV: prefix, server, uid, room, addr, replay, candidates...
 pub const ARRIVE: &str = r#"
+if late() then return -2 end
 local uid, room, addr, replay = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local owner = S .. US .. uid
 for i = 7, #ARGV, 2 do
@@ -99,6 +113,7 @@ return false
 ///
 /// ARGV: prefix, server, uid, new name, new skeleton
 pub const RENAME: &str = r#"
+if late() then return -2 end
 local uid, new, newskel = ARGV[3], ARGV[4], ARGV[5]
 local owner = S .. US .. uid
 local ukey = P .. ':users:' .. S
@@ -122,6 +137,7 @@ return 1
 ///
 /// ARGV: prefix, server, uid, room, replay
 pub const MOVE: &str = r#"
+if late() then return -2 end
 local uid, to, replay = ARGV[3], ARGV[4], tonumber(ARGV[5])
 local ukey = P .. ':users:' .. S
 local rec = redis.call('HGET', ukey, uid)
@@ -161,6 +177,7 @@ return 1
 ///
 /// ARGV: prefix, server, uid, room, unix, line, maxlen
 pub const SAY: &str = r#"
+if late() then return -2 end
 local uid, room, unix, line = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 redis.call('XADD', P .. ':history:' .. room, 'MAXLEN', '~', ARGV[7], '*', 't', unix, 'l', line)
 redis.call('PUBLISH', P .. ':events', 'C' .. US .. S .. US .. uid .. US .. room .. US .. unix .. US .. line)

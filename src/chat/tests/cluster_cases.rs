@@ -25,15 +25,17 @@ fn sha(body: &str) -> String {
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `ARGV[i]` of an `EVALSHA sha 0 ARGV...` call, 1-based as in Lua.
+/// `ARGV[i]` of an `EVALSHA sha 0 ARGV...` call, 1-based as in Lua, as
+/// the scripts see it: after the prelude took the deadline (`ARGV[3]`) out.
 fn arg(call: &Call, i: usize) -> String {
     assert_eq!(call.args[0], b"EVALSHA", "{call:?}");
-    String::from_utf8(call.args[2 + i].clone()).expect("UTF-8 argument")
+    let at = if i >= 3 { i + 1 } else { i };
+    String::from_utf8(call.args[2 + at].clone()).expect("UTF-8 argument")
 }
 
-/// Every `ARGV` of an `EVALSHA` call.
+/// Every `ARGV` of an `EVALSHA` call, as the scripts see them.
 fn argv(call: &Call) -> Vec<String> {
-    (1..call.args.len() - 2).map(|i| arg(call, i)).collect()
+    (1..call.args.len() - 3).map(|i| arg(call, i)).collect()
 }
 
 /// Records joined with RS, as `table.concat(msg, RS)` does.
@@ -92,6 +94,9 @@ impl Cw {
         assert_eq!(self.phase(), Phase::Syncing);
         let mut calls = self.calls();
         let resync = calls.pop().expect("a resync");
+        let clock = calls.pop().expect("a clock reading");
+        assert_eq!(clock.args, vec![b"TIME".to_vec()]);
+        assert!(matches!(clock.tag, Pending::Clock(_)));
         assert_eq!(calls.len(), 12, "every script is loaded first");
         for load in &calls {
             assert_eq!(load.args[..2], [b"SCRIPT".to_vec(), b"LOAD".to_vec()]);
@@ -1258,4 +1263,33 @@ fn taken_for_dead_this_server_registers_again_once() {
     assert_eq!(c.one_call().tag, Pending::Resync);
     c.reply(Pending::Heartbeat, Reply::Int(1));
     c.no_calls();
+}
+
+#[test]
+fn a_request_redis_reaches_too_late_is_done_here() {
+    let mut c = Cw::new();
+    let a = c.connect();
+    let b = c.connect();
+    c.w.settle();
+    // Redis's clock, once read, gives every request a deadline.
+    c.reply(
+        Pending::Clock(T0 * 1000),
+        Reply::Array(vec![
+            Reply::Bulk(T0.to_string().into_bytes()),
+            Reply::Bulk(b"250000".to_vec()),
+        ]),
+    );
+    c.w.send(a, "late line");
+    let call = c.one_call();
+    let deadline: i64 = String::from_utf8(call.args[5].clone())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(deadline > 0, "a deadline once the clock is known");
+    // Redis refused it as late: the line is this server's only.
+    c.reply(call.tag, Reply::Int(-2));
+    let line = format!("{}: late line", c.w.name(a));
+    assert_eq!(c.w.out.take(a), vec![line.clone()]);
+    assert_eq!(c.w.out.take(b), vec![line]);
+    c.w.out.assert_quiet();
 }
