@@ -109,9 +109,9 @@ pub enum Pending {
     Reclaim(ConnId, usize),
     /// `/history N`.
     History(ConnId, String, usize),
-    /// A chat line by a user, to a room (delivered here if the link fails
-    /// before it is known to have been published).
-    Say(ConnId, String, String),
+    /// A chat line by a user (its serial number among the user's lines),
+    /// to a room: delivered here if the link fails before its echo came.
+    Say(ConnId, u64, String, String),
     /// An announcement (likewise).
     Wall(String),
     /// Registration after the link came up.
@@ -190,6 +190,10 @@ pub struct Cluster {
     servers: HashMap<Arc<str>, usize>,
     /// The next remote id's slot.
     next_remote: u32,
+    /// When the scripts were last loaded again after a `NOSCRIPT`.
+    reloaded: Option<Instant>,
+    /// A registration failed: try again with the next heartbeat.
+    resync_due: bool,
     /// Redis's clock less this server's, in milliseconds, once known.
     clock_offset: Option<i64>,
     /// Commands for the loop to send.
@@ -278,6 +282,8 @@ impl Cluster {
             servers: HashMap::new(),
             next_remote: 0,
             clock_offset: None,
+            reloaded: None,
+            resync_due: false,
             calls: Vec::new(),
             texts: Texts {
                 arrive: Script::new(scripts::ARRIVE),
@@ -522,6 +528,8 @@ impl Chat {
                 gone: None,
                 member: false,
                 in_flight: 0,
+                said: 0,
+                heard: 0,
                 deferred: None,
             },
         );
@@ -584,15 +592,18 @@ impl Chat {
         let maxlen = self.history.per_room().to_string();
         let unix = now.unix.to_string();
         let uid = uid(id).to_string();
+        let mut serial = 0;
         if let Some(user) = self.users.get_mut(&id) {
             user.in_flight += 1;
+            user.said += 1;
+            serial = user.said;
             if user.in_flight >= CLUSTER_LINES_IN_FLIGHT {
                 user.waiting = Some(Waiting::Echo);
             }
         }
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.eval(
-                Pending::Say(id, room.to_string(), line.clone()),
+                Pending::Say(id, serial, room.to_string(), line.clone()),
                 |t| &t.say,
                 &[
                     uid.as_bytes(),
@@ -665,6 +676,9 @@ impl Chat {
 
     /// A private message to a user of another server.
     pub(super) fn cluster_private(&mut self, to: ConnId, sender: &str, text: &str) -> bool {
+        if !self.linked() {
+            return false;
+        }
         let Some((server, uid)) = self.home_of(to) else {
             return false;
         };
@@ -683,6 +697,9 @@ impl Chat {
 
     /// A kick of a user of another server.
     pub(super) fn cluster_kick(&mut self, to: ConnId, by: &str, reason: Option<&str>) {
+        if !self.linked() {
+            return;
+        }
         let Some((server, uid)) = self.home_of(to) else {
             return;
         };
@@ -757,18 +774,21 @@ impl Chat {
         cluster.phase = Phase::Syncing;
         cluster.up_since = Some(now.instant);
         cluster.last_beat = Some(now.instant);
+        cluster.resync_due = false;
         cluster.load_scripts();
         cluster.calls.push(Call {
             tag: Pending::Clock(unix_millis()),
             args: vec![b"TIME".to_vec()],
         });
-        self.request_resync(now);
+        self.request_resync(false, now);
     }
 
-    /// Registers this server, its users and bans (the `RESYNC` script).
-    fn request_resync(&mut self, now: Now) {
+    /// Registers this server, its users and bans (the `RESYNC` script);
+    /// `again` while linked (see the script).
+    fn request_resync(&mut self, again: bool, now: Now) {
         let ttl = HEARTBEAT_TTL.as_millis().to_string();
-        let mut args: Vec<String> = vec![ttl, self.next_seq.to_string()];
+        let again = if again { "1" } else { "0" }.to_string();
+        let mut args: Vec<String> = vec![ttl, self.next_seq.to_string(), again];
         let bans = self.bans.list(now.unix);
         args.push(bans.len().to_string());
         for (key, until) in bans {
@@ -821,9 +841,12 @@ impl Chat {
         } else if was != Phase::Down {
             debug!("cluster: link down again: {why}");
         }
-        for tag in unanswered {
-            self.not_sent(tag, now, out);
-        }
+        // What was asked of Redis and never sent is as unanswered as what
+        // was sent: after it, in the order it was asked.
+        let unsent: Vec<Pending> = std::mem::take(&mut cluster.calls)
+            .into_iter()
+            .map(|call| call.tag)
+            .collect();
         // Remote users go without a word: they may well still be there.
         let remote: Vec<ConnId> = self
             .users
@@ -838,10 +861,14 @@ impl Chat {
             cluster.remote.clear();
             cluster.servers.clear();
         }
+        for tag in unanswered.into_iter().chain(unsent) {
+            self.not_sent(tag, now, out);
+        }
         // Lines answered but not echoed will not be: nobody waits for them.
         for user in self.users.values_mut() {
             if user.waiting.is_none() {
                 user.in_flight = 0;
+                user.heard = user.said;
             }
         }
         // Whoever still waits is served here.
@@ -859,7 +886,12 @@ impl Chat {
     /// A command that will get no answer: what it was for is done here.
     pub fn not_sent(&mut self, tag: Pending, now: Now, out: &mut impl Outbound) {
         match tag {
-            Pending::Say(id, room, line) => {
+            Pending::Say(id, serial, room, line) => {
+                // Its echo may have come before the link failed, its answer
+                // not: then it was delivered already.
+                if self.users.get(&id).is_some_and(|u| u.heard >= serial) {
+                    return;
+                }
                 if let Some(room_id) = self.rooms.find(&room) {
                     self.say_here(room_id, &line, now.unix, out);
                 }
@@ -887,6 +919,7 @@ impl Chat {
             return;
         };
         user.in_flight = user.in_flight.saturating_sub(1);
+        user.heard = (user.heard + 1).min(user.said);
         if user.waiting != Some(Waiting::Echo) {
             return;
         }
@@ -936,6 +969,7 @@ impl Chat {
             Some(Waiting::Echo) => {
                 if let Some(user) = self.users.get_mut(&id) {
                     user.in_flight = 0;
+                    user.heard = user.said;
                 }
                 self.echoed(id, now, out);
             }
@@ -957,17 +991,27 @@ impl Chat {
         }
         if let Reply::Error(error) = &reply {
             warn!("cluster: Redis refused a command ({tag:?}): {error}");
-            if error.starts_with("NOSCRIPT")
-                && let Some(cluster) = self.cluster.as_mut()
-            {
-                cluster.load_scripts();
+            if let Some(cluster) = self.cluster.as_mut() {
+                if error.starts_with("NOSCRIPT")
+                    && cluster
+                        .reloaded
+                        .is_none_or(|at| now.instant.duration_since(at) >= HEARTBEAT_EVERY)
+                {
+                    cluster.reloaded = Some(now.instant);
+                    cluster.load_scripts();
+                }
+                if tag == Pending::Resync {
+                    // Tried again with the next heartbeat.
+                    cluster.registering = false;
+                    cluster.resync_due = true;
+                }
             }
             self.not_sent(tag, now, out);
             return;
         }
         match tag {
             Pending::Arrive(id, from) => {
-                if reply == Reply::Nil {
+                if reply == Reply::Nil && self.users.get(&id).is_some_and(|u| u.gone.is_none()) {
                     self.request_arrival(id, from + NAME_CANDIDATES);
                 }
             }
@@ -1039,7 +1083,7 @@ impl Chat {
                         .is_some_and(|c| c.phase == Phase::Up && !c.registering)
                 {
                     warn!("cluster: the others took this server for dead; registering again");
-                    self.request_resync(now);
+                    self.request_resync(true, now);
                 }
             }
             Pending::Leave(_) | Pending::Say(..) | Pending::Wall(_) | Pending::Fire => {}
@@ -1063,6 +1107,14 @@ impl Chat {
         cluster.last_beat = Some(now.instant);
         let ttl = HEARTBEAT_TTL.as_millis().to_string();
         cluster.eval(Pending::Heartbeat, |t| &t.heartbeat, &[ttl.as_bytes()]);
+        if std::mem::take(&mut cluster.resync_due) {
+            let again = cluster.phase == Phase::Up;
+            self.request_resync(again, now);
+            return;
+        }
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
         if cluster.phase == Phase::Up
             && cluster
                 .up_since
@@ -1203,7 +1255,7 @@ impl Chat {
                 if mine(server) {
                     if self.cluster().is_some_and(|c| !c.registering) {
                         warn!("cluster: the others took this server for dead; registering again");
-                        self.request_resync(now);
+                        self.request_resync(true, now);
                     }
                 } else {
                     info!("cluster: server {server} lost; its users have left");
@@ -1323,6 +1375,8 @@ impl Chat {
                 gone: None,
                 member: false,
                 in_flight: 0,
+                said: 0,
+                heard: 0,
                 deferred: None,
             },
         );
@@ -1335,7 +1389,7 @@ impl Chat {
         let Some(user) = self.users.get_mut(&id) else {
             return;
         };
-        let waited = matches!(user.waiting, Some(Waiting::Rename(_)));
+        let waited = matches!(&user.waiting, Some(Waiting::Rename(asked)) if asked == new);
         if user.name != old {
             if waited {
                 self.resume(id);
@@ -1375,7 +1429,19 @@ impl Chat {
         let Some(user) = self.users.get(&id) else {
             return;
         };
-        let Some(old) = self.rooms.find(from).filter(|&r| r == user.room) else {
+        // A remote user's move applies only from the room it is in here (a
+        // stale or repeated event changes nothing); a local user's own move
+        // always applies, from wherever it is: the event is what every
+        // other server did.
+        let old = if user.home == Home::Local {
+            Some(user.room).filter(|_| user.member)
+        } else {
+            self.rooms.find(from).filter(|&r| r == user.room)
+        };
+        let Some(old) = old else {
+            if matches!(user.waiting, Some(Waiting::Move(_))) {
+                self.resume(id);
+            }
             return;
         };
         let local = user.home == Home::Local && user.gone.is_none();

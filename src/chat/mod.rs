@@ -282,6 +282,11 @@ pub struct User {
     member: bool,
     /// Its chat lines sent to Redis and not back yet.
     in_flight: u32,
+    /// Its chat lines sent to Redis so far (their serial numbers).
+    said: u64,
+    /// How many of them came back: lines come back in the order they were
+    /// sent, so this is the serial of the last one back.
+    heard: u64,
     /// A command that came while its lines were on their way, run once
     /// they are back (at most one: the user's input waits meanwhile).
     deferred: Option<String>,
@@ -397,6 +402,8 @@ impl Chat {
                 gone: None,
                 member: false,
                 in_flight: 0,
+                said: 0,
+                heard: 0,
                 deferred: None,
             },
         );

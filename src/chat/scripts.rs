@@ -250,17 +250,24 @@ return 1
 /// Returns the uids of its users whose names another server holds now
 /// (given away while this server was taken for dead).
 ///
-/// ARGV: prefix, server, ttl in ms, lowest next seq, ban count, bans
-/// (key, until)..., users (uid, seq, room, name, addr, skeleton)...
+/// `again` is 1 when the server registers while linked, because the others
+/// took it for dead: the reap freed all it had, so a record Redis holds now
+/// was written since (a request sent before this one) and is newer than
+/// the server's own view, which only fills the gaps.
+///
+/// ARGV: prefix, server, ttl in ms, lowest next seq, again (0 or 1), ban
+/// count, bans (key, until)..., users (uid, seq, room, name, addr,
+/// skeleton)...
 pub const RESYNC: &str = r#"
 redis.call('SET', P .. ':alive:' .. S, '1', 'PX', ARGV[3])
 redis.call('SADD', P .. ':servers', S)
-release(S)
+local again = ARGV[5] == '1'
+if not again then release(S) end
 local ukey = P .. ':users:' .. S
 local top = math.max(tonumber(redis.call('GET', P .. ':seq') or '0'), tonumber(ARGV[4]))
 redis.call('SET', P .. ':seq', top)
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
+local i = 7
+for _ = 1, tonumber(ARGV[6]) do
   redis.call('HSETNX', P .. ':bans', ARGV[i], ARGV[i + 1])
   i = i + 2
 end
@@ -269,14 +276,17 @@ local sync = {'Y' .. US .. S}
 while i + 5 <= #ARGV do
   local uid, seq, room, name, addr, skel = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local owner = S .. US .. uid
-  if redis.call('HSETNX', P .. ':names', skel, owner) == 0 and redis.call('HGET', P .. ':names', skel) ~= owner then
-    conflicts[#conflicts + 1] = uid
-  end
   local rec = seq .. US .. room .. US .. name .. US .. addr .. US .. skel
-  redis.call('HSET', ukey, uid, rec)
-  sync[#sync + 1] = 'u' .. US .. S .. US .. uid .. US .. rec
+  if redis.call('HSETNX', ukey, uid, rec) == 1 or not again then
+    redis.call('HSET', ukey, uid, rec)
+    if redis.call('HSETNX', P .. ':names', skel, owner) == 0 and redis.call('HGET', P .. ':names', skel) ~= owner then
+      conflicts[#conflicts + 1] = uid
+    end
+  end
   i = i + 6
 end
+local mine = redis.call('HGETALL', ukey)
+for j = 1, #mine, 2 do sync[#sync + 1] = 'u' .. US .. S .. US .. mine[j] .. US .. mine[j + 1] end
 redis.call('PUBLISH', P .. ':events', table.concat(sync, RS))
 local snap = {'Z' .. US .. top}
 local bans = redis.call('HGETALL', P .. ':bans')

@@ -290,7 +290,10 @@ fn a_local_line_waits_for_its_echo_then_reaches_the_room_here() {
 
     c.w.send(a, "hello there");
     let call = c.one_call();
-    assert_eq!(call.tag, Pending::Say(a, "lobby".to_string(), line.clone()));
+    assert_eq!(
+        call.tag,
+        Pending::Say(a, 1, "lobby".to_string(), line.clone())
+    );
     assert_eq!(call.args[1], sha(scripts::SAY).into_bytes());
     assert_eq!(
         argv(&call),
@@ -684,10 +687,12 @@ fn a_snapshot_and_a_sync_put_remote_users_in_silently_in_entry_order() {
 
     let resync = c.link_up();
     let args = argv(&resync);
-    // prefix, me, ttl, next seq, 0 bans, then a: uid seq room name addr skeleton.
-    assert_eq!(args[4], "0");
+    // prefix, me, ttl, next seq, again = 0, 0 bans, then a: uid seq room
+    // name addr skeleton.
+    assert_eq!(args[4], "0", "a fresh registration");
+    assert_eq!(args[5], "0");
     assert_eq!(
-        args[5..],
+        args[6..],
         [
             a.as_u64().to_string(),
             "1".into(),
@@ -1251,7 +1256,8 @@ fn taken_for_dead_this_server_registers_again_once() {
     c.feed(&Builder::new("X").field(&me).field(seq).build());
     let call = c.one_call();
     assert_eq!(call.tag, Pending::Resync);
-    assert_eq!(argv(&call)[5], a.as_u64().to_string());
+    assert_eq!(argv(&call)[4], "1", "again, while linked");
+    assert_eq!(argv(&call)[6], a.as_u64().to_string());
     assert!(c.w.chat.user(a).is_some(), "its own users stay");
     c.w.flush();
     c.w.out.assert_quiet();
@@ -1292,4 +1298,47 @@ fn a_request_redis_reaches_too_late_is_done_here() {
     assert_eq!(c.w.out.take(a), vec![line.clone()]);
     assert_eq!(c.w.out.take(b), vec![line]);
     c.w.out.assert_quiet();
+}
+
+#[test]
+fn a_line_echoed_but_unanswered_when_the_link_fails_is_not_delivered_twice() {
+    let mut c = Cw::new();
+    let a = c.connect();
+    let b = c.connect();
+    c.w.settle();
+    c.w.send(a, "once");
+    let call = c.one_call();
+    c.feed(&Cw::echo_of(&call));
+    let line = format!("{}: once", c.w.name(a));
+    assert_eq!(c.w.out.take(b), vec![line.clone()]);
+    c.w.chat
+        .link_down("lost", vec![call.tag], c.w.now, &mut c.w.out);
+    assert_eq!(c.w.out.take(a), vec![line]);
+    assert!(c.w.out.take(b).is_empty(), "delivered once");
+    assert_eq!(c.w.chat.history_lines(), 1);
+}
+
+#[test]
+fn a_users_own_move_applies_from_wherever_it_is_and_ends_its_wait() {
+    let mut c = Cw::new();
+    let a = c.connect();
+    c.w.settle();
+    c.w.send(a, "/join rust");
+    let call = c.one_call();
+    assert!(c.w.chat.is_waiting(a));
+    // Redis's record said another room than this server thinks (a race
+    // with a registration): the event still moves the user and ends the wait.
+    let seq = c.incr();
+    let event = Builder::new("J")
+        .field(&c.me)
+        .field(a.as_u64())
+        .field(seq)
+        .field("elsewhere")
+        .field("rust")
+        .build();
+    let _ = call;
+    c.feed(&event);
+    assert!(!c.w.chat.is_waiting(a));
+    assert_eq!(c.w.out.take(a), vec!["You are now in #rust"]);
+    assert_eq!(c.w.ask(a, "/rooms")[1], "  #rust (1 user) (you are here)");
 }
