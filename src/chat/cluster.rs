@@ -577,7 +577,7 @@ impl Chat {
         let Some(user) = self.users.get_mut(&id) else {
             return;
         };
-        user.gone = Some(reason.clone());
+        user.gone = Some(Box::new(reason.clone()));
         user.waiting = None;
         let mut args = vec![uid(id).to_string()];
         args.extend(wire::gone_fields(&gone_of(reason)));

@@ -277,7 +277,7 @@ pub struct User {
     waiting: Option<Waiting>,
     /// Left, and why (its connection is closed); in the chat until its
     /// departure comes back from Redis.
-    gone: Option<Leave>,
+    gone: Option<Box<Leave>>,
     /// In its room's member list (a newcomer waiting for its name is not).
     member: bool,
     /// Its chat lines sent to Redis and not back yet.
@@ -289,7 +289,7 @@ pub struct User {
     heard: u64,
     /// A command that came while its lines were on their way, run once
     /// they are back (at most one: the user's input waits meanwhile).
-    deferred: Option<String>,
+    deferred: Option<Box<str>>,
 }
 
 /// Users, names, rooms, presence batches and history.
@@ -454,7 +454,7 @@ impl Chat {
             && let Some(user) = self.users.get_mut(&id)
             && user.in_flight > 0
         {
-            user.deferred = Some(text.to_string());
+            user.deferred = Some(text.into());
             user.waiting = Some(Waiting::Echo);
             return;
         }
