@@ -54,11 +54,13 @@ use common::http::{metrics_page, series_value};
 use common::proc::{cpu_time, mib, rss_bytes, run_to_exit};
 use common::redis::{Redis, redis_available};
 use common::tempdir::TempDir;
-use common::{CHATD, Client, READ_TIMEOUT, RealServer, is_who_head};
+use common::{
+    CHATD, Client, READ_TIMEOUT, RealServer, expect_refused, is_who_head, join_from, stream_from,
+};
 use socket2::{Domain, Socket, Type};
 use std::collections::{BTreeSet, HashSet};
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -114,35 +116,6 @@ fn assert_running(servers: &mut [RealServer]) {
 }
 
 // ---- users ----
-
-/// A TCP connection to `server` from the local address `source` (port
-/// chosen by the kernel): tests that ban tell users apart by address
-/// (Linux routes all of 127.0.0.0/8 to `lo`).
-fn stream_from(source: &str, server: SocketAddr) -> TcpStream {
-    let source = SocketAddr::new(source.parse::<IpAddr>().expect("an IP"), 0);
-    let socket = Socket::new(Domain::for_address(server), Type::STREAM, None).expect("socket");
-    socket
-        .bind(&source.into())
-        .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
-    socket
-        .connect(&server.into())
-        .unwrap_or_else(|e| panic!("connect from {source} to {server}: {e}"));
-    socket.into()
-}
-
-/// Connects from `source` and reads the greeting `You are ADDR:PORT`.
-fn join_from(source: &str, server: SocketAddr) -> Client {
-    let mut client = Client::from_stream(stream_from(source, server));
-    client.expect_greeting();
-    client
-}
-
-/// Connects from `source` and expects exactly `line`, then the end.
-fn expect_refused(source: &str, server: SocketAddr, line: &str) {
-    let mut client = Client::from_stream(stream_from(source, server));
-    client.expect(line);
-    client.expect_eof();
-}
 
 /// Sends `/who` and returns the listed names without ` (you)`, and the
 /// lines that came before the reply.

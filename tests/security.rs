@@ -25,10 +25,8 @@ use chatd::Config;
 use chatd::iplimit::{Exempt, IpLimitConfig};
 use common::calendar::{unix_now, utc_minute};
 use common::tempdir::TempDir;
-use common::{Client, RealServer, TestServer, wait_for};
-use socket2::{Domain, Socket, Type};
+use common::{Client, RealServer, TestServer, expect_refused, join_from, stream_from, wait_for};
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -77,38 +75,6 @@ fn limited(max_connections: u32, connect_rate: u32) -> Config {
         exempt: Exempt::none(),
         ..Config::ephemeral()
     }
-}
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().expect("an IP address")
-}
-
-/// A TCP connection to `server` from the local address `source` (port
-/// chosen by the kernel).
-fn stream_from(source: &str, server: SocketAddr) -> TcpStream {
-    let source = SocketAddr::new(ip(source), 0);
-    let socket = Socket::new(Domain::for_address(server), Type::STREAM, None).expect("socket");
-    socket
-        .bind(&source.into())
-        .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
-    socket
-        .connect(&server.into())
-        .unwrap_or_else(|e| panic!("connect from {source} to {server}: {e}"));
-    socket.into()
-}
-
-/// Connects from `source` and reads the greeting `You are ADDR:PORT`.
-fn join_from(source: &str, server: SocketAddr) -> Client {
-    let mut client = Client::from_stream(stream_from(source, server));
-    client.expect_greeting();
-    client
-}
-
-/// Connects from `source` and expects exactly `line`, then EOF.
-fn expect_refused(source: &str, server: SocketAddr, line: &str) {
-    let mut client = Client::from_stream(stream_from(source, server));
-    client.expect(line);
-    client.expect_eof();
 }
 
 /// Sends `/oper PASSWORD` and expects to be made an operator (the caller

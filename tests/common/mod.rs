@@ -23,7 +23,7 @@ use chatd::{Config, Server, ShutdownHandle};
 pub use lines::{LineClient, READ_TIMEOUT};
 use socket2::{Domain, Socket, Type};
 use std::io::{self, BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -347,4 +347,33 @@ impl RealServer {
         let (_, addr) = line.split_once("tls listening on ").unwrap();
         addr.trim().parse().expect("a socket address")
     }
+}
+
+/// A TCP connection to `server` from the local address `source` (port
+/// chosen by the kernel): tests that ban or limit tell users apart by
+/// address (Linux routes all of 127.0.0.0/8 to `lo`).
+pub fn stream_from(source: &str, server: SocketAddr) -> TcpStream {
+    let source = SocketAddr::new(source.parse::<IpAddr>().expect("an IP address"), 0);
+    let socket = Socket::new(Domain::for_address(server), Type::STREAM, None).expect("socket");
+    socket
+        .bind(&source.into())
+        .unwrap_or_else(|e| panic!("bind to {source}: {e}"));
+    socket
+        .connect(&server.into())
+        .unwrap_or_else(|e| panic!("connect from {source} to {server}: {e}"));
+    socket.into()
+}
+
+/// Connects from `source` and reads the greeting `You are ADDR:PORT`.
+pub fn join_from(source: &str, server: SocketAddr) -> Client {
+    let mut client = Client::from_stream(stream_from(source, server));
+    client.expect_greeting();
+    client
+}
+
+/// Connects from `source` and expects exactly `line`, then EOF.
+pub fn expect_refused(source: &str, server: SocketAddr, line: &str) {
+    let mut client = Client::from_stream(stream_from(source, server));
+    client.expect(line);
+    client.expect_eof();
 }
