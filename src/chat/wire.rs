@@ -226,25 +226,10 @@ pub fn parse(payload: &[u8]) -> Result<Event<'_>, Malformed> {
     let mut f = Fields::new(header);
     let kind = f.str()?;
     let event = match kind {
-        "A" => {
-            let server = f.str()?;
-            let uid = f.num()?;
-            let seq = f.num()?;
-            let room = f.str()?;
-            let name = f.str()?;
-            let addr = f.rest();
-            Event::Arrive {
-                user: UserRecord {
-                    server,
-                    uid,
-                    seq,
-                    room,
-                    name,
-                    addr,
-                },
-                history: history(records)?,
-            }
-        }
+        "A" => Event::Arrive {
+            user: user(&mut f)?,
+            history: history(records)?,
+        },
         "R" => Event::Rename {
             server: f.str()?,
             uid: f.num()?,
@@ -369,7 +354,8 @@ fn users<'a>(records: impl Iterator<Item = &'a str>) -> Result<Vec<UserRecord<'a
     Ok(list)
 }
 
-/// The fields of a `u` record after its `u`.
+/// A user's fields (`server uid seq room name addr`), as a `u` record has
+/// them after its `u` and an `A` header after its `A`.
 fn user<'a>(r: &mut Fields<'a>) -> Result<UserRecord<'a>, Malformed> {
     let server = r.str()?;
     let uid = r.num()?;
