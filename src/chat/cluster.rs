@@ -848,19 +848,7 @@ impl Chat {
             .map(|call| call.tag)
             .collect();
         // Remote users go without a word: they may well still be there.
-        let remote: Vec<ConnId> = self
-            .users
-            .iter()
-            .filter(|(_, u)| u.home != Home::Local)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in remote {
-            self.drop_user(id, None, now);
-        }
-        if let Some(cluster) = self.cluster.as_mut() {
-            cluster.remote.clear();
-            cluster.servers.clear();
-        }
+        self.forget_remote_users(now);
         for tag in unanswered.into_iter().chain(unsent) {
             self.not_sent(tag, now, out);
         }
@@ -948,7 +936,7 @@ impl Chat {
             return;
         };
         if let Some(reason) = user.gone.clone() {
-            self.drop_user(id, Some(&reason), now);
+            self.drop_user(id, &reason, now);
             return;
         }
         match user.waiting.clone() {
@@ -1478,15 +1466,31 @@ impl Chat {
         }
     }
 
-    /// Removes user `id` from the replica, announcing `reason` (if any) as
-    /// a departure happening now.
-    fn drop_user(&mut self, id: ConnId, reason: Option<&Leave>, now: Now) {
+    /// Takes every remote user out of the replica, without a word.
+    fn forget_remote_users(&mut self, now: Now) {
+        let remote: Vec<ConnId> = self
+            .users
+            .iter()
+            .filter(|(_, u)| u.home != Home::Local)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in remote {
+            self.remove_user(id, None, 0, now);
+        }
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.remote.clear();
+            cluster.servers.clear();
+        }
+    }
+
+    /// Removes user `id` from the replica, its departure for `reason`
+    /// announced as happening now.
+    fn drop_user(&mut self, id: ConnId, reason: &Leave, now: Now) {
         let seq = self.take_seq();
-        let line = reason.and_then(|r| {
-            self.users
-                .get(&id)
-                .map(|u| protocol::left(&u.name, r.departure()))
-        });
+        let line = self
+            .users
+            .get(&id)
+            .map(|u| protocol::left(&u.name, reason.departure()));
         self.remove_user(id, line, seq, now);
     }
 
@@ -1534,26 +1538,20 @@ impl Chat {
         now: Now,
     ) {
         self.bump_seq(seq);
-        let remote: Vec<ConnId> = self
-            .users
-            .iter()
-            .filter(|(_, u)| u.home != Home::Local)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in remote {
-            self.remove_user(id, None, 0, now);
-        }
-        if let Some(cluster) = self.cluster.as_mut() {
-            cluster.remote.clear();
-            cluster.servers.clear();
-        }
+        self.forget_remote_users(now);
         for record in users {
             self.insert_remote(record, false, now, &mut super::NoOutbound);
         }
+        // This server's own bans stand; Redis's fill in the others.
+        let held: Vec<AddrKey> = self
+            .bans
+            .list(now.unix)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         for &(key, until) in bans {
-            let known = |k: AddrKey| self.bans.list(now.unix).iter().any(|(held, _)| *held == k);
             if let Some(key) = AddrKey::parse(key)
-                && !known(key)
+                && !held.contains(&key)
             {
                 let _ = self.bans.ban(key, until, now.unix);
             }
