@@ -964,8 +964,7 @@ impl Server {
                 let Some(link) = self.link.as_mut() else {
                     break;
                 };
-                let args: Vec<&[u8]> = call.args.iter().map(Vec::as_slice).collect();
-                if let Err(NotSent { tag }) = link.command(call.tag, &args, now.instant) {
+                if let Err(NotSent { tag }) = send_call(link, call, now.instant) {
                     self.chat.not_sent(tag, now, &mut self.conns);
                 }
             }
@@ -1204,8 +1203,7 @@ impl Server {
         self.chat.take_calls(&mut calls);
         if let Some(link) = self.link.as_mut() {
             for call in calls {
-                let args: Vec<&[u8]> = call.args.iter().map(Vec::as_slice).collect();
-                let _ = link.command(call.tag, &args, now.instant);
+                let _gone_with_the_server = send_call(link, call, now.instant);
             }
             link.flush(now.instant);
         }
@@ -1261,6 +1259,12 @@ impl Server {
     fn tick_at_or_after(&self, at: Instant) -> Tick {
         tick_at_or_after(self.started, at)
     }
+}
+
+/// Hands one of the chat's commands for Redis to the link.
+fn send_call(link: &mut Link<Pending>, call: Call, now: Instant) -> Result<(), NotSent<Pending>> {
+    let args: Vec<&[u8]> = call.args.iter().map(Vec::as_slice).collect();
+    link.command(call.tag, &args, now)
 }
 
 /// The first tick (of a clock started at `started`) that starts at or
